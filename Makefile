@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test venv clean
+.PHONY: demo test venv clean sanity molecule bench
 
 venv: $(STAMP)
 
@@ -19,6 +19,18 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q tests
+
+# sanity: ansible-test sanity and units, ansible-lint, doc rendering, build-and-install (issue gates)
+sanity: $(STAMP)
+	@echo "make sanity: not built yet" >&2; exit 1
+
+# molecule: the scenarios under extensions/molecule (podman)
+molecule: $(STAMP)
+	@echo "make molecule: not built yet" >&2; exit 1
+
+# bench: the benchmarks under bench/, a table on stdout and JSON under bench/results/
+bench: $(STAMP)
+	@echo "make bench: not built yet" >&2; exit 1
 
 clean:
 	rm -rf $(VENV) .build tests/output
