@@ -10,8 +10,10 @@ import traceback
 import uuid
 from pathlib import Path
 
-from . import audit, profiles, store, tokens
+from . import audit, enrollment, profiles, store, tokens
+from .audit_routes import AuditRoutes
 from .errors import ApiError, bad_request, not_found
+from .events import SchemaError, check_data
 from .keys import KeyRing
 from .util import canonical_json, fingerprint, load_config
 
@@ -52,9 +54,12 @@ class RateLimiter:
             return max(1, math.ceil((1 - tokens_left) / self.rate))
 
 
-class ControlPlaneApp:
-    def __init__(self, data_dir, rate_limit=None):
+class ControlPlaneApp(AuditRoutes):
+    def __init__(self, data_dir, rate_limit=None, test_redeem_delay=0.0):
         self.data_dir = Path(data_dir)
+        # Test-only (serve --test-redeem-delay, hidden): widens the window between a redeem's read of
+        # the token row and its write, which must not matter because the write is one conditional UPDATE.
+        self.test_redeem_delay = test_redeem_delay
         self.config = load_config(data_dir)
         self.keyring = KeyRing(data_dir, self.config)
         self.pool = store.ConnectionPool(data_dir)
@@ -72,6 +77,10 @@ class ControlPlaneApp:
             ("POST", re.compile(r"^/v1/audit/events$"), self.post_events),
             ("GET", re.compile(r"^/v1/credentials/([^/]+)$"), self.get_credential),
             ("PUT", re.compile(r"^/v1/profiles/([^/]+)$"), self.put_profile),
+            ("GET", re.compile(r"^/v1/audit/events$"), self.list_audit_events),
+            ("GET", re.compile(r"^/v1/audit/checkpoints$"), self.list_checkpoints),
+            ("GET", re.compile(r"^/v1/audit/checkpoint-keys$"), self.checkpoint_keys),
+            ("GET", re.compile(r"^/v1/audit/schema$"), self.audit_schema),
         ]
 
     # --- WSGI plumbing ------------------------------------------------------------------------
@@ -94,6 +103,7 @@ class ControlPlaneApp:
             # The traceback names code lines only; request bodies and headers are never logged.
             sys.stderr.write(traceback.format_exc(limit=8))
             status, body = 500, {"error": {"code": "internal_error", "message": "internal error"}}
+        self.admin_logout(environ, status)
         payload = json.dumps(body).encode("utf-8")
         headers.append(("Content-Length", str(len(payload))))
         start_response(f"{status} {STATUS_TEXT.get(status, 'Status')}", headers)
@@ -136,12 +146,14 @@ class ControlPlaneApp:
     def require_admin(self, environ):
         if not hmac.compare_digest(self.bearer(environ).encode(), self.admin_key.encode()):
             raise ApiError(401, "unauthorized", "bad admin key")
+        self.admin_login(environ)
 
-    def require_run(self, environ, conn):
-        """The run behind a run token; 410 once the run finished."""
+    def require_run(self, environ):
+        """The run behind a run token; 410 once the run finished. The token is checked before the database."""
         claims, fp = tokens.verify(self.keyring, self.config, self.bearer(environ), tokens.RUN)
-        run = store.run_row(conn, claims["run"])
-        if run is None or run["user"] != claims["sub"]:
+        run = store.run_row(self.pool.get(), claims["run"])
+        # The run token is scoped to one run, one user and the profile it was redeemed for.
+        if run is None or run["user"] != claims["sub"] or run["profile"] != claims["profile"]:
             raise ApiError(401, "unauthorized", f"unknown run (run token fingerprint {fp})")
         if run["finished_at"] is not None:
             raise ApiError(410, "gone", f"run {run['run_id']} is finished; its run token is revoked")
@@ -162,6 +174,13 @@ class ControlPlaneApp:
         return 200, self.keyring.jwks()
 
     def mint(self, environ):
+        bearer = self.bearer(environ)
+        if enrollment.is_enrollment_key(bearer):
+            # Scoped to one profile and user: both may be left out, and must match when given.
+            doc = self.body(environ)
+            self.only_keys(doc, {"profile", "user", "ttl"}, [])
+            return 201, enrollment.mint(self.pool.get(), self.keyring, self.config, bearer, doc,
+                                        environ.get("REMOTE_ADDR"))
         self.require_admin(environ)
         doc = self.body(environ)
         self.only_keys(doc, {"profile", "user", "ttl"}, ["profile", "user"])
@@ -218,6 +237,8 @@ class ControlPlaneApp:
                     raise not_found(f"profile {row['profile']} v{row['profile_version']} needs credential "
                                     f"{name!r}, which user {row['user']!r} does not have; nothing was consumed")
                 envelopes[name] = cred["envelope"]
+        if self.test_redeem_delay:
+            time.sleep(self.test_redeem_delay)
         now = int(time.time())
         run_id = uuid.uuid4().hex
         repeat = False
@@ -233,16 +254,20 @@ class ControlPlaneApp:
                 run = store.run_row(conn, current["run_id"]) if current["run_id"] else None
                 same_machine = (current["machine_secret_hash"] is not None
                                 and hmac.compare_digest(current["machine_secret_hash"], secret_hash))
-                if run is not None and same_machine and run["finished_at"] is None:
+                # The database checks expiry again: a repeat is honoured until exp or run.finished.
+                expired = current["exp"] < now - self.config["leeway"]
+                if run is not None and same_machine and run["finished_at"] is None and not expired:
                     run_id, repeat = run["run_id"], True
                 else:
-                    reason = "run_finished" if run is not None and same_machine else "already_redeemed"
+                    reason = ("token_expired" if expired else
+                              "run_finished" if run is not None and same_machine else "already_redeemed")
                     audit.append(conn, "token.redeem_refused", machine["hostname"],
                                  {"fingerprint": fp, "reason": reason, "machine": machine,
                                   "client_address": client},
                                  subject=fp, client_address=client)
-                    refusal = (reason, "the run of this token is finished" if reason == "run_finished"
-                               else "the token was already redeemed by another machine")
+                    refusal = (reason, {"token_expired": "the token expired",
+                                        "run_finished": "the run of this token is finished"}.get(
+                        reason, "the token was already redeemed by another machine"))
                     run_id = None
             if run_id is not None:
                 run_token, kid, run_exp = tokens.mint_run_token(self.keyring, self.config, claims, run_id)
@@ -253,13 +278,18 @@ class ControlPlaneApp:
                               "user": row["user"], "repeat": repeat},
                              run_id=run_id, subject=fp, client_address=client)
         if run_id is None:
-            raise ApiError(409, refusal[0], f"{refusal[1]} (fingerprint {fp})")
+            raise ApiError(401 if refusal[0] == "token_expired" else 409, refusal[0], f"{refusal[1]} (fingerprint {fp})")
         return 200, {"run_id": run_id, "run_token": run_token, "run_token_expires_at": run_exp, "repeat": repeat,
                      "profile": profile, "credentials": envelopes}
 
     def post_events(self, environ):
+        try:
+            claims, run = self.require_run(environ)
+        except ApiError as gone:
+            if gone.status != 410:
+                raise
+            return self.reacknowledge_finished(environ, self.pool.get(), gone)
         conn = self.pool.get()
-        claims, run = self.require_run(environ, conn)
         doc = self.body(environ)
         self.only_keys(doc, {"events"}, ["events"])
         events = doc["events"]
@@ -277,7 +307,7 @@ class ControlPlaneApp:
         machine = json.loads(run["machine"])
         actor = f"{machine['id']}/{machine['hostname']}"
         client = environ.get("REMOTE_ADDR")
-        results, finished = [], set()
+        results, finished, signed = [], set(), None
         with store.Transaction(conn):
             for event in checked:
                 stored = audit.event_by_id(conn, event["id"])
@@ -292,12 +322,14 @@ class ControlPlaneApp:
                                         run_id=event["run_id"], task=event["task"], subject=event["subject"],
                                         client_address=client)
                 appended["duplicate"] = False
+                signed = appended.pop("checkpoint", signed)
                 results.append(appended)
                 if event["type"] == "run.finished":
                     finished.add(event["run_id"])
             for run_id in finished:
                 store.finish_run(conn, run_id, int(time.time()))
-        return 200, {"events": results}
+        # The signed checkpoint made by this batch (at run.finished, or at an interval), as a receipt.
+        return 200, dict({"events": results}, **({"checkpoint": signed} if signed else {}))
 
     def _checked_event(self, event, index):
         where = f"events[{index}]"
@@ -315,12 +347,16 @@ class ControlPlaneApp:
                 raise bad_request(f"{where}: {key} must be a string of at most {limit} characters")
         if not isinstance(event["data"], dict) or len(canonical_json(event["data"])) > MAX_EVENT_DATA:
             raise bad_request(f"{where}: data must be a JSON object of at most {MAX_EVENT_DATA} bytes")
+        try:
+            check_data(event["type"], event["data"], f"{where}.data")
+        except SchemaError as exc:
+            raise bad_request(f"{exc} (the audit event schema, docs/api.md)")
         return {"id": event["id"], "type": event["type"], "run_id": event["run_id"],
                 "task": event.get("task", ""), "subject": event.get("subject", ""), "data": event["data"]}
 
     def get_credential(self, environ, name):
+        claims, run = self.require_run(environ)
         conn = self.pool.get()
-        claims, run = self.require_run(environ, conn)
         cred = store.latest_credential(conn, run["user"], name)
         if cred is None:
             if store.credential_exists_for_other_user(conn, run["user"], name):

@@ -2,9 +2,13 @@
 
 Layout under DATA/keys/: KID.pem (private key, 0600) and KID.json {"kid", "created", "retired_at"}.
 The newest key that is not retired signs. A retired key stays published until every token it can have
-signed has expired: retired_at + max_ttl + run_token_extra + leeway (a run token lives at most that long).
+signed has expired: retired_at + max_ttl + run_token_extra + leeway (a run token lives at most that long);
+the next rotation after that deletes its files. Rotations (the CLI's and the server's own, by age) take
+an exclusive lock on DATA/keys/.rotate.lock, so two processes never rotate at once.
 """
+import contextlib
 import datetime
+import fcntl
 import ipaddress
 import json
 import os
@@ -43,8 +47,10 @@ def generate_signing_key(data_dir):
     directory = keys_dir(data_dir)
     directory.mkdir(mode=0o700, exist_ok=True)
     write_new_file(directory / f"{kid}.pem", _pem(key), 0o600)
+    # Strictly newer than every key before it, so "the newest" is never a tie (two rotations in a second).
+    created = max([int(time.time())] + [m["created"] + 1 for m in read_metadata(data_dir)])
     # The .json appears last: a key is only used once both files exist.
-    meta = {"kid": kid, "created": int(time.time()), "retired_at": None}
+    meta = {"kid": kid, "created": created, "retired_at": None}
     atomic_write(directory / f"{kid}.json", json.dumps(meta, indent=1), 0o600)
     return kid
 
@@ -59,15 +65,64 @@ def read_metadata(data_dir):
     return metas
 
 
-def rotate(data_dir):
-    """New current key; every older unretired key is marked retired now (and later dropped)."""
-    old = [m for m in read_metadata(data_dir) if m["retired_at"] is None]
+# The serving process rotates the signing key once it is this old (config "rotate_interval"; 0 = never).
+DEFAULT_ROTATE_INTERVAL = 7 * 86400
+
+
+def published_after_retirement(config):
+    """Seconds a retired key stays in the JWKS: the longest any token it signed can still be accepted."""
+    return config["max_ttl"] + config["run_token_extra"] + config["leeway"]
+
+
+@contextlib.contextmanager
+def _rotation_lock(data_dir):
+    fd = os.open(str(keys_dir(data_dir) / ".rotate.lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _rotate_locked(data_dir, config):
+    metas = read_metadata(data_dir)
+    old = [m for m in metas if m["retired_at"] is None]
     kid = generate_signing_key(data_dir)
     now = int(time.time())
     for meta in old:
         meta["retired_at"] = now
         atomic_write(keys_dir(data_dir) / f"{meta['kid']}.json", json.dumps(meta, indent=1), 0o600)
-    return kid, [m["kid"] for m in old]
+    # A key past its publication window can verify nothing any more: its private half goes too.
+    dropped = []
+    if config is not None:
+        grace = published_after_retirement(config)
+        for meta in metas:
+            if meta["retired_at"] is not None and now > meta["retired_at"] + grace:
+                (keys_dir(data_dir) / f"{meta['kid']}.json").unlink()  # the .json first: no half key is ever live
+                (keys_dir(data_dir) / f"{meta['kid']}.pem").unlink(missing_ok=True)
+                dropped.append(meta["kid"])
+    return kid, [m["kid"] for m in old], dropped
+
+
+def rotate(data_dir, config=None):
+    """New current key; every older unretired key is marked retired now. Returns (kid, retired, dropped)."""
+    with _rotation_lock(data_dir):
+        return _rotate_locked(data_dir, config)
+
+
+def rotate_if_due(data_dir, config, interval):
+    """Rotate when the current key is `interval` seconds old (checked again under the lock). Returns the
+    rotate() answer, or None when nothing was due."""
+    def due():
+        current = [m for m in read_metadata(data_dir) if m["retired_at"] is None]
+        return not current or time.time() - current[-1]["created"] >= interval
+
+    if interval <= 0 or not due():
+        return None
+    with _rotation_lock(data_dir):
+        if not due():  # another process rotated while we waited for the lock
+            return None
+        return _rotate_locked(data_dir, config)
 
 
 class KeyRing:
@@ -91,14 +146,10 @@ class KeyRing:
                 self.metas = read_metadata(self.data_dir)
                 self.stamp = stamp
 
-    def _lifetime_after_retirement(self):
-        c = self.config
-        return c["max_ttl"] + c["run_token_extra"] + c["leeway"]
-
     def live(self):
         self._refresh()
         now = time.time()
-        grace = self._lifetime_after_retirement()
+        grace = published_after_retirement(self.config)
         return [m for m in self.metas if m["retired_at"] is None or now <= m["retired_at"] + grace]
 
     def _private_key(self, kid):

@@ -57,6 +57,17 @@ CREATE TABLE IF NOT EXISTS run_tokens (
     kid TEXT NOT NULL,
     exp INTEGER NOT NULL
 );
+-- Enrollment keys (enrollment.py) mint tokens for one profile and user; stored as a fingerprint only.
+CREATE TABLE IF NOT EXISTS enrollment_keys (
+    key_id TEXT PRIMARY KEY,
+    fingerprint TEXT NOT NULL UNIQUE,
+    profile TEXT NOT NULL,
+    user TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL,
+    created_by TEXT NOT NULL,
+    revoked_at INTEGER
+);
 CREATE TABLE IF NOT EXISTS audit (
     seq INTEGER PRIMARY KEY,
     id TEXT NOT NULL UNIQUE,
@@ -163,6 +174,15 @@ def latest_credential(conn, user, name):
         "ORDER BY version DESC LIMIT 1",
         (user, name),
     ).fetchone()
+
+
+def latest_credentials_of_user(conn, user):
+    """The newest version of each of a user's credentials (what redeem and GET hand out)."""
+    return conn.execute(
+        "SELECT user, name, version, kid, envelope FROM credentials AS c WHERE user=? "
+        "AND version = (SELECT MAX(version) FROM credentials WHERE user=c.user AND name=c.name) ORDER BY name",
+        (user,),
+    ).fetchall()
 
 
 def credential_exists_for_other_user(conn, user, name):

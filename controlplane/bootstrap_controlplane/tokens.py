@@ -1,4 +1,8 @@
 """Minting and verifying the two kinds of token. Verification needs no database: the edge check."""
+import base64
+import binascii
+import json
+import math
 import re
 import time
 import uuid
@@ -12,9 +16,11 @@ from .util import epoch_iso, fingerprint
 PROVISION = {"typ": "bs-provision+jwt", "aud": "bootstrap-saas:provision"}
 RUN = {"typ": "bs-run+jwt", "aud": "bootstrap-saas:run"}
 MAX_TOKEN_BYTES = 8192
-KID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+KID_RE = re.compile(r"\A[A-Za-z0-9_-]{1,64}\Z")  # \Z: a trailing newline is not a kid
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,127}$")
-REQUIRED = ["exp", "iat", "nbf", "sub", "jti", "iss", "aud"]
+# The same required claims as the collection's verify_token; nbf is optional (iat stands in for it).
+REQUIRED = ("exp", "aud", "jti", "sub", "iat", "iss")
+SEGMENT_RE = re.compile(r"\A[A-Za-z0-9_-]*\Z")
 
 
 def check_name(kind, value):
@@ -70,8 +76,43 @@ def _unauthorized(code, message):
     return ApiError(401, code, message)
 
 
-def verify(keyring, config, token, kind):
-    """Check a token completely without touching the database. Returns (claims, fingerprint)."""
+def _no_duplicates(pairs):
+    obj = {}
+    for key, value in pairs:
+        if key in obj:
+            raise ValueError(f"duplicate member {key!r}")
+        obj[key] = value
+    return obj
+
+
+def _canonical_b64u(segment):
+    """Unpadded base64url in its one canonical spelling: another spelling would be another fingerprint."""
+    if not SEGMENT_RE.match(segment) or len(segment) % 4 == 1:
+        raise ValueError("not unpadded base64url")
+    raw = base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+    if base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii") != segment:
+        raise ValueError("not the canonical base64url encoding")
+    return raw
+
+
+def _json_object(raw):
+    obj = json.loads(raw.decode("utf-8"), object_pairs_hook=_no_duplicates)
+    if not isinstance(obj, dict):
+        raise ValueError("not a JSON object")
+    return obj
+
+
+def _is_number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def verify(keyring, config, token, kind, now=None):
+    """Check a token completely without touching the database. Returns (claims, fingerprint).
+
+    The same rules, in the same order, as the collection's verify_token: shape and header first (no
+    key lookup for a token that fails them), then the signature with the key named by ``kid``, then
+    the claims. ``jku``, ``x5u``, ``jwk`` and ``x5c`` are never read.
+    """
     if not isinstance(token, str) or not token:
         raise bad_request("token must be a non-empty string")
     if len(token) > MAX_TOKEN_BYTES:
@@ -79,53 +120,79 @@ def verify(keyring, config, token, kind):
     if not token.isascii():
         raise _unauthorized("token_malformed", "the token is not a JWT (non-ASCII characters)")
     fp = fingerprint(token)
+    segments = token.split(".")
+    if len(segments) != 3:
+        raise _unauthorized("token_malformed", f"a signed JWT has 3 dot-separated segments, this one has "
+                                               f"{len(segments)} (fingerprint {fp})")
     try:
-        header = jwt.get_unverified_header(token)
-    except jwt.PyJWTError:
-        raise _unauthorized("token_malformed", f"the token is not a JWT (fingerprint {fp})")
-    if header.get("alg") != "RS256":
-        raise _unauthorized("token_invalid", f"algorithm {str(header.get('alg'))[:20]!r} refused: RS256 only")
+        header = _json_object(_canonical_b64u(segments[0]))
+    except (ValueError, UnicodeDecodeError, binascii.Error):
+        raise _unauthorized("token_malformed", f"the header is not base64url-encoded JSON (fingerprint {fp})")
+    alg = header.get("alg")
+    if alg != "RS256":
+        shown = json.dumps(alg) if isinstance(alg, str) and len(alg) <= 16 else "(missing or unusable)"
+        raise _unauthorized("token_invalid", f"algorithm {shown} refused: RS256 only (fingerprint {fp})")
+    if header.get("typ") != kind["typ"]:
+        expected = "provisioning" if kind is PROVISION else "run"
+        raise _unauthorized("token_wrong_type", f"a {expected} token is needed here (typ {kind['typ']}, "
+                                                f"fingerprint {fp})")
+    if "crit" in header:
+        raise _unauthorized("token_malformed", "the header lists critical extensions (crit); none are supported")
     kid = header.get("kid")
     if not isinstance(kid, str) or not KID_RE.match(kid):
         raise _unauthorized("token_malformed", "the token header has no valid kid")
+    try:
+        _canonical_b64u(segments[1])
+        signature = _canonical_b64u(segments[2])
+    except (ValueError, binascii.Error):
+        raise _unauthorized("token_malformed", f"payload or signature is not canonical base64url (fingerprint {fp})")
+    if not signature:
+        raise _unauthorized("token_invalid", f"bad signature: the token has none (fingerprint {fp})")
     public_key = keyring.public_key(kid)
     if public_key is None:
         raise _unauthorized("token_invalid", f"unknown signing key {kid!r} (fingerprint {fp})")
-    leeway = config["leeway"]
     try:
-        # Audience is checked below, after the type, so that a token of the other kind says so.
-        claims = jwt.decode(token, public_key, algorithms=["RS256"], issuer=config["issuer"], leeway=leeway,
-                            options={"require": REQUIRED, "verify_aud": False, "strict_aud": False})
-    except jwt.ExpiredSignatureError:
-        exp = jwt.decode(token, options={"verify_signature": False}).get("exp")
-        raise _unauthorized("token_expired", f"the token expired at {_iso(exp)} (fingerprint {fp})")
-    except jwt.ImmatureSignatureError:
-        raise _unauthorized("token_not_yet_valid", f"the token is not valid yet (fingerprint {fp})")
-    except jwt.InvalidIssuerError:
-        raise _unauthorized("token_wrong_issuer", f"the token was not issued by {config['issuer']!r}")
-    except jwt.MissingRequiredClaimError as exc:
-        raise _unauthorized("token_malformed", f"the token lacks the claim {exc.claim!r}")
+        # PyJWS checks the signature only; every claim is checked below, by our rules.
+        payload = jwt.PyJWS().decode(token, public_key, algorithms=["RS256"])
     except jwt.InvalidSignatureError:
-        raise _unauthorized("token_invalid", f"bad signature (fingerprint {fp})")
-    except jwt.DecodeError:
+        raise _unauthorized("token_invalid", f"bad signature for key {kid!r} (fingerprint {fp})")
+    except jwt.PyJWTError:
         raise _unauthorized("token_malformed", f"the token cannot be decoded (fingerprint {fp})")
-    except jwt.PyJWTError as exc:
-        raise _unauthorized("token_invalid", f"{type(exc).__name__} (fingerprint {fp})")
-    if header.get("typ") != kind["typ"]:
-        expected = "provisioning" if kind is PROVISION else "run"
-        raise _unauthorized("token_wrong_type", f"a {expected} token is needed here (typ {kind['typ']})")
-    if claims.get("aud") != kind["aud"]:
-        raise _unauthorized("token_wrong_audience", f"the token's audience is not {kind['aud']!r}")
+    try:
+        claims = _json_object(payload)
+    except (ValueError, UnicodeDecodeError):
+        raise _unauthorized("token_malformed", f"the payload is not a JSON object (fingerprint {fp})")
+    return _checked_claims(config, claims, kind, fp, time.time() if now is None else now), fp
+
+
+def _checked_claims(config, claims, kind, fp, now):
+    strings = ("sub", "jti", "iss", "profile") + (("run",) if kind is RUN else ())
+    for claim in REQUIRED + strings:
+        if claim not in claims:
+            raise _unauthorized("token_malformed", f"the token lacks the claim {claim!r} (fingerprint {fp})")
     for claim in ("exp", "iat", "nbf"):
-        if isinstance(claims[claim], bool) or not isinstance(claims[claim], int):
-            raise _unauthorized("token_malformed", f"claim {claim} must be an integer")
-    for claim in ("sub", "jti", "profile") + (("run",) if kind is RUN else ()):
-        if not isinstance(claims.get(claim), str) or not claims[claim]:
-            raise _unauthorized("token_malformed", f"the token lacks the claim {claim!r}")
+        if claim in claims and not _is_number(claims[claim]):
+            raise _unauthorized("token_malformed", f"claim {claim} must be a number of seconds since the epoch")
+    for claim in strings:
+        if not isinstance(claims[claim], str) or not claims[claim]:
+            raise _unauthorized("token_malformed", f"claim {claim} must be a non-empty string")
+    if claims["iss"] != config["issuer"]:
+        raise _unauthorized("token_wrong_issuer", f"the token was not issued by {config['issuer']!r}")
+    audiences = claims["aud"] if isinstance(claims["aud"], list) else [claims["aud"]]
+    if not all(isinstance(a, str) for a in audiences):
+        raise _unauthorized("token_malformed", "claim aud must be a string or a list of strings")
+    if kind["aud"] not in audiences:  # exact member of the list, never a substring
+        raise _unauthorized("token_wrong_audience", f"the token's audience is not {kind['aud']!r}")
+    leeway = config["leeway"]
+    if now >= claims["exp"] + leeway:
+        raise _unauthorized("token_expired", f"the token expired at {_iso(claims['exp'])} (fingerprint {fp})")
+    if claims.get("nbf", claims["iat"]) > now + leeway or claims["iat"] > now + leeway:
+        raise _unauthorized("token_not_yet_valid", f"the token is not valid yet (fingerprint {fp})")
     max_life = config["max_ttl"] + (config["run_token_extra"] if kind is RUN else 0)
     if claims["exp"] - claims["iat"] > max_life:
-        raise _unauthorized("token_invalid", f"the token's lifetime exceeds the maximum of {max_life} s")
-    return claims, fp
+        raise _unauthorized("token_invalid", f"the token's lifetime exceeds the maximum of {max_life} s "
+                                             f"(fingerprint {fp})")
+    return claims
 
 
 def _iso(epoch):

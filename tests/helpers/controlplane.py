@@ -106,7 +106,7 @@ class ControlPlane:
 
     def cli(self, *args, check=True, input=None):
         result = subprocess.run([_executable(), *map(str, args)], capture_output=True, text=True, input=input,
-                                timeout=CLI_TIMEOUT)
+                                timeout=CLI_TIMEOUT, check=False)
         if check and result.returncode != 0:
             raise RuntimeError(f"bs-controlplane {args[0] if args else ''} failed ({result.returncode}):\n"
                                f"{result.stdout}{result.stderr}")
