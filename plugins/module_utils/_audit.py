@@ -6,6 +6,10 @@
 An event that cannot be delivered is appended to the host's spool and the task fails closed;
 the next call delivers the spool first. Ids are deterministic, so a retry (or a spooled event
 that did reach the control plane after all) is acknowledged as a duplicate, never stored twice.
+
+Spooled events keep their own run id. When the run they belong to has ended (its run token is
+revoked by run.finished, or has expired), they wait for the host's next run token: the control plane
+accepts an earlier run's events from a later run of the same machine binding.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -47,6 +51,10 @@ def make_event(run_id, task, type, subject, data=None):
 
 def is_retryable(error):
     return error.status == 0 or error.status == 429 or 500 <= error.status <= 599
+
+
+class RunFinished(StateError):
+    """The spool just delivered the current run's run.finished: nothing more belongs to that run."""
 
 
 class AuditUndelivered(Exception):
@@ -130,7 +138,9 @@ class AuditClient:
     def deliver(self, events=()):
         """Deliver the spool, then ``events``; return the receipts of ``events`` in order.
 
-        Raises AuditUndelivered after spooling whatever was not acknowledged.
+        Raises AuditUndelivered after spooling whatever was not acknowledged, and RunFinished when
+        the spool held the current run's run.finished and nothing was given to post (a caller that
+        delivers the spool before its work must not work for a finished run).
         """
         events = [plain(e) for e in events]
         spooled = _unique(self.state.spool_read())
@@ -138,14 +148,31 @@ class AuditClient:
             try:
                 self.spool_receipts = self._post_all(spooled)
             except ControlPlaneError as e:
+                if e.status == 410:
+                    # Only run.finished revokes a run token: the run is over, on the control plane's word.
+                    self._mark_finished(lambda run: run.get("run_token") == self.run_token)
                 self._fail(events, e, pending=len(spooled))
             self.state.spool_clear()
+            ended = set(e.get("run_id") for e in spooled if e.get("type") == "run.finished")
+            if self._mark_finished(lambda run: run.get("run_id") in ended) and not events:
+                raise RunFinished("run %s finished just now: its spooled run.finished event was delivered; "
+                                  "redeem a new token to provision again" % ", ".join(sorted(ended)))
         if not events:
             return []
         try:
             return self._post_all(events)
         except ControlPlaneError as e:
             self._fail(events, e, pending=0)
+
+    def _mark_finished(self, belongs):
+        """Record the host's current run as finished if ``belongs(run)``; True when it is."""
+        run = self.state.run()
+        if not run or not belongs(run):
+            return False
+        if not run.get("finished"):
+            run["finished"] = True
+            self.state.save_run(run)
+        return True
 
     def _post_all(self, events):
         receipts = []
@@ -199,6 +226,25 @@ class AuditClient:
             raise AuditUndelivered("audit events could not be delivered (%s) and %d event(s) could not be spooled to %s: %s"
                                    % (error, len(events), where, e), 0, error)
         total = pending + len(events)
+        when = ("by the next task of this collection on this host" if error.status != 410 else
+                "under this host's next run token (this run is finished)")
         raise AuditUndelivered("audit events could not be delivered (%s); %d event(s) are spooled in %s and will be "
-                               "delivered first by the next task of this collection on this host" % (error, total, where),
-                               total, error)
+                               "delivered first %s" % (error, total, where, when), total, error)
+
+
+def deliver_spool_first(state, timeout=30):
+    """Deliver the host's spool with the recorded run's token, before a module starts its own work.
+
+    A refused or revoked token (the recorded run has ended) leaves the spool for the next run
+    token; an outage fails closed (AuditUndelivered), the spool kept.
+    """
+    run = state.run()
+    if not state.spool_read() or not run or not run.get("url") or not run.get("run_token"):
+        return
+    try:
+        AuditClient.for_run(run, state, timeout).deliver([])
+    except RunFinished:
+        pass
+    except AuditUndelivered as e:
+        if e.cause.status not in (401, 410):
+            raise

@@ -19,7 +19,7 @@ description:
     is not redeemed again by this host.
   - The event id is deterministic, so a repeated post is acknowledged, not recorded twice.
 author:
-  - Bootstrap SaaS maintainers
+  - Bootstrap SaaS maintainers (!UNKNOWN)
 extends_documentation_fragment:
   - bootstrap_saas.provisioning.connection.run
   - ansible.builtin.action_common_attributes
@@ -96,6 +96,9 @@ def post(module, writer, account):
     p = module.params
     state = AgentState(writer)
     run = state.run()
+    if not run and module.check_mode:
+        # token_redeem redeems nothing in check mode, so there is no run yet: report what would be posted.
+        return dict(changed=True, run_id=None, finished=False, msg="would post %s for the run to come" % p["type"])
     if not run:
         raise Failure("no redeemed run for %s: %s is missing; run bootstrap_saas.provisioning.token_redeem first"
                       % (account.pw_name, display_path(RUN)))

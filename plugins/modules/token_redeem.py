@@ -20,9 +20,11 @@ description:
     this host) and gets the same run back.
   - A token whose run is already recorded as finished on this host is not sent again.
   - Posts one C(task.completed) audit event for the redeem before reporting success.
+  - Delivers the host's audit spool (C(~/.config/bootstrap-saas/spool.jsonl)) first, with the recorded
+    run's token; when that run has ended, the spool is delivered under the new run's token.
   - The token is never returned, logged or stored; only its SHA-256 fingerprint is.
 author:
-  - Bootstrap SaaS maintainers
+  - Bootstrap SaaS maintainers (!UNKNOWN)
 extends_documentation_fragment:
   - bootstrap_saas.provisioning.connection
   - bootstrap_saas.provisioning.connection.run
@@ -130,7 +132,7 @@ from ansible_collections.bootstrap_saas.provisioning.plugins.module_utils._agent
     REFUSALS, Failure, run_agent_module)
 from ansible_collections.bootstrap_saas.provisioning.plugins.module_utils._agent_state import AgentState
 from ansible_collections.bootstrap_saas.provisioning.plugins.module_utils._audit import (
-    AuditClient, AuditUndelivered, make_event)
+    AuditClient, AuditUndelivered, deliver_spool_first, make_event)
 from ansible_collections.bootstrap_saas.provisioning.plugins.module_utils._controlplane import (
     ControlPlaneClient, ControlPlaneError, token_fingerprint)
 
@@ -192,6 +194,9 @@ def redeem(module, state, token, fingerprint):
     p = module.params
     url = str(p["url"]).strip().rstrip("/")
     user = p["user"]
+    if not module.check_mode:
+        # The spool first: it may hold the recorded run's run.finished, which ends that run here too.
+        deliver_spool_first(state, p["timeout"])
     run = state.run()
     same_token = bool(run) and run.get("fingerprint") == fingerprint
 
