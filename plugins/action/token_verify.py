@@ -17,7 +17,7 @@ from ansible_collections.bootstrap_saas.provisioning.plugins.module_utils._contr
     ControlPlaneError,
     token_fingerprint,
 )
-from ansible_collections.bootstrap_saas.provisioning.plugins.plugin_utils._jwks import JwksCache, JwksError
+from ansible_collections.bootstrap_saas.provisioning.plugins.plugin_utils._jwks import JwksCache, JwksError, missing_libraries
 from ansible_collections.bootstrap_saas.provisioning.plugins.plugin_utils._tokens import (
     DEFAULT_ISSUER,
     DEFAULT_LEEWAY,
@@ -77,6 +77,10 @@ class ActionModule(ActionBase):
         result = super().run(tmp, task_vars)
         del tmp
         _validation, args = self.validate_argument_spec(argument_spec=ARGUMENT_SPEC)
+        missing = missing_libraries("jwt", "cryptography")
+        if missing:
+            raise AnsibleActionFail("token_verify needs PyJWT and cryptography on the controller; cannot import: %s"
+                                    % ", ".join(missing))
 
         # Tagged strings (ansible-core 2.19) become plain str before they reach pyjwt, ssl or urllib.
         token = str(args["token"]).strip()

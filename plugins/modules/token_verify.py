@@ -31,7 +31,7 @@ description:
     host-side M(bootstrap_saas.provisioning.token_redeem) decides whether that was this machine.
   - The token is never shown in results, messages or verbose output; its SHA-256 fingerprint is.
 author:
-  - Bootstrap SaaS maintainers
+  - Bootstrap SaaS maintainers (!UNKNOWN)
 requirements:
   - PyJWT >= 2.8 and cryptography >= 41 on the controller
 options:
@@ -43,7 +43,6 @@ options:
     description: The provisioning token to verify. It is a secret and is never logged or returned.
     type: str
     required: true
-    no_log: true
   ca_path:
     description:
       - Path B(on the controller) to a PEM file with the CA certificate(s) that signed the control
@@ -95,6 +94,7 @@ attributes:
   platform:
     description: Runs on the controller; the target host is not contacted.
     platforms: all
+    support: full
 notes:
   - The task needs no connection to the host and transfers nothing to it.
 seealso:

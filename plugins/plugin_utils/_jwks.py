@@ -19,10 +19,24 @@ import re
 import threading
 import time
 
-from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicNumbers
+try:
+    from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicNumbers
+except ImportError:  # the plugins call missing_libraries() first; ansible-doc and imports work without it
+    RSAPublicNumbers = None
 
 KID_PATTERN = re.compile(r"\A[A-Za-z0-9_-]{1,64}\Z")
 MIN_RSA_BITS = 2048
+
+
+def missing_libraries(*modules):
+    """The controller-side Python libraries among ``modules`` (import names) that cannot be imported."""
+    missing = []
+    for module in modules:
+        try:
+            __import__(module)
+        except ImportError:
+            missing.append(module)
+    return missing
 
 
 class JwksError(Exception):

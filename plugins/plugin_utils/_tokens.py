@@ -19,8 +19,11 @@ import json
 import math
 import re
 
-import jwt
-from jwt.exceptions import InvalidAlgorithmError, InvalidSignatureError, PyJWTError
+try:
+    import jwt
+    from jwt.exceptions import InvalidAlgorithmError, InvalidSignatureError, PyJWTError
+except ImportError:  # the plugins call missing_libraries() first; ansible-doc and imports work without it
+    jwt = None
 
 from ansible_collections.bootstrap_saas.provisioning.plugins.module_utils._controlplane import token_fingerprint
 from ansible_collections.bootstrap_saas.provisioning.plugins.plugin_utils._jwks import KID_PATTERN, JwksError
@@ -95,7 +98,7 @@ def _is_number(value):
 
 def unverified_header(token):
     """The header of a three-segment token, without any verification (for logging the ``kid``)."""
-    return decode_json_segment(str(token).split(".")[0])
+    return decode_json_segment(str(token).split(".", maxsplit=1)[0])
 
 
 def verify_token(token, jwks, expected_typ, issuer=DEFAULT_ISSUER, audience=PROVISION_AUDIENCE,
