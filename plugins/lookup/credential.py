@@ -20,9 +20,10 @@ description:
     unset. The key is never read from an ini file."
   - The values returned are marked unsafe and are never templated, so a credential holding
     C({{ ... }}) comes out literally.
-  - Error messages say which check failed and never contain a key or a plaintext.
+  - "Error messages say which check failed (malformed envelope, name mismatch, user mismatch, unknown key id,
+    wrong key or tampered data, not found, forbidden, unreachable) and never contain a key or a plaintext."
 author:
-  - Bootstrap SaaS maintainers
+  - Bootstrap SaaS maintainers (!UNKNOWN)
 requirements:
   - cryptography >= 41 on the controller
 options:
@@ -63,6 +64,7 @@ options:
   user_key:
     description:
       - 'The user key as JWK set JSON, C({"keys": [{"kty": "oct", "kid": ..., "k": ...}]}), or a single JWK.'
+      - A key ring may hold several keys (old and new ones during a key rotation); each envelope's C(kid) picks its key.
       - A secret; the first of O(user_key), O(user_key_file) and E(BOOTSTRAP_SAAS_USER_KEY) that is set is used.
     type: str
   user_key_file:
@@ -114,6 +116,7 @@ from ansible_collections.bootstrap_saas.provisioning.plugins.module_utils._contr
     ControlPlaneClient,
     ControlPlaneError,
 )
+from ansible_collections.bootstrap_saas.provisioning.plugins.plugin_utils._jwks import missing_libraries
 from ansible_collections.bootstrap_saas.provisioning.plugins.plugin_utils._envelope import (
     EnvelopeError,
     decrypt_envelope,
@@ -154,6 +157,8 @@ class LookupModule(LookupBase):
 
     def run(self, terms, variables=None, **kwargs):
         self.set_options(var_options=variables, direct=kwargs)
+        if missing_libraries("cryptography"):
+            raise AnsibleLookupError("credential lookup: needs the cryptography library on the controller")
         names = [str(term) for term in terms]
         if not names:
             raise AnsibleLookupError("credential lookup: give at least one credential name")

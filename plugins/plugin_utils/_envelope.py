@@ -14,8 +14,11 @@ from __future__ import annotations
 import binascii
 import json
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+try:
+    from cryptography.exceptions import InvalidTag
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+except ImportError:  # the lookup calls missing_libraries() first; ansible-doc and imports work without it
+    AESGCM = None
 
 from ansible_collections.bootstrap_saas.provisioning.plugins.plugin_utils._jwks import KID_PATTERN
 from ansible_collections.bootstrap_saas.provisioning.plugins.plugin_utils._tokens import (
