@@ -10,7 +10,8 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-COLLECTIONS = REPO / ".build" / "collections"
+# The checkout in place when it already sits at ansible_collections/NAMESPACE/NAME (ansible-test's copy).
+COLLECTIONS = REPO.parents[2] if REPO.parent.parent.name == "ansible_collections" else REPO / ".build" / "collections"
 PLAYBOOK = REPO / "playbooks" / "provision.yml"
 HOST_PYTHON = "/usr/bin/python3"  # a fresh host has only the system Python
 SNAPSHOT_ROOTS = ("/etc", "/usr", "/opt", "/root")
@@ -26,7 +27,7 @@ class ThrowawayUser:
         # useradd takes a lock on /etc/passwd; parallel test runs may hold it for a moment
         for attempt in range(20):
             done = subprocess.run(["useradd", "--create-home", "--shell", "/bin/bash", self.name],
-                                  capture_output=True, text=True)
+                                  capture_output=True, text=True, check=False)
             if done.returncode == 0:
                 break
             if "lock" not in done.stderr or attempt == 19:
@@ -37,8 +38,8 @@ class ThrowawayUser:
         return self
 
     def __exit__(self, *exc):
-        for _ in range(20):
-            done = subprocess.run(["userdel", "--remove", self.name], capture_output=True, text=True)
+        for dummy in range(20):
+            done = subprocess.run(["userdel", "--remove", self.name], capture_output=True, text=True, check=False)
             if done.returncode == 0 or "lock" not in done.stderr:
                 return
             time.sleep(0.25)
@@ -84,13 +85,13 @@ def run_playbook(workdir, variables, *args, playbook=PLAYBOOK, env=None, timeout
     ] + list(args)
     try:
         return subprocess.run(cmd, env=env or ansible_env(workdir), capture_output=capture, text=True,
-                              timeout=timeout, cwd=str(workdir))
+                              timeout=timeout, cwd=str(workdir), check=False)
     finally:
         varfile.unlink()
 
 
 def snapshot(roots):
-    """Every entry below roots with its type, mode, owner, size and mtime: any write shows up."""
+    """Every entry below roots with its mode and owner, and for files size, mtime and inode: any write shows up."""
     seen = {}
 
     def walk(path):
@@ -98,14 +99,19 @@ def snapshot(roots):
             st = os.lstat(path)
         except FileNotFoundError:
             return
-        seen[path] = (stat.S_IFMT(st.st_mode), st.st_mode, st.st_uid, st.st_size, st.st_mtime_ns)
-        if stat.S_ISDIR(st.st_mode):
-            try:
-                names = os.listdir(path)
-            except OSError:
-                return
-            for name in names:
-                walk(os.path.join(path, name))
+        if not stat.S_ISDIR(st.st_mode):
+            # the inode catches a file replaced by rename even when size and mtime were kept
+            seen[path] = (st.st_mode, st.st_uid, st.st_size, st.st_mtime_ns, st.st_ino)
+            return
+        # A directory's own mtime moves with any entry added or removed, which the listing
+        # already shows one by one; leaving it out keeps unrelated activity from hiding in it.
+        seen[path] = (st.st_mode, st.st_uid)
+        try:
+            names = os.listdir(path)
+        except OSError:
+            return
+        for name in names:
+            walk(os.path.join(path, name))
 
     for root in roots:
         walk(str(root))
