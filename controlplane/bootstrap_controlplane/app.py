@@ -242,6 +242,8 @@ class ControlPlaneApp(AuditRoutes):
         now = int(time.time())
         run_id = uuid.uuid4().hex
         repeat = False
+        # Signed before the write transaction, so the database is not held for an RSA signature.
+        fresh_run_token = tokens.mint_run_token(self.keyring, self.config, claims, run_id)
         with store.Transaction(conn):
             won = store.claim_token(conn, fp, now, now - self.config["leeway"], secret_hash, run_id)
             if won:
@@ -270,7 +272,8 @@ class ControlPlaneApp(AuditRoutes):
                         reason, "the token was already redeemed by another machine"))
                     run_id = None
             if run_id is not None:
-                run_token, kid, run_exp = tokens.mint_run_token(self.keyring, self.config, claims, run_id)
+                run_token, kid, run_exp = (fresh_run_token if not repeat else
+                                           tokens.mint_run_token(self.keyring, self.config, claims, run_id))
                 store.insert_run_token(conn, fingerprint(run_token), run_id, kid, run_exp)
                 audit.append(conn, "run.started", machine["hostname"],
                              {"machine": machine, "fingerprint": fp, "client_address": client,

@@ -2,7 +2,7 @@
 import json
 import uuid
 
-from . import checkpoints, events
+from . import checkpoints, events, store
 from .util import canonical_json, epoch_iso, now_iso, sha256_hex
 
 GENESIS = "0" * 64
@@ -52,30 +52,19 @@ def append(conn, type_, actor, data, *, event_id=None, run_id=None, task=None, s
 
 def record(conn, type_, actor, data, **kwargs):
     """Append in a transaction of its own."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        result = append(conn, type_, actor, data, **kwargs)
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
-    return result
+    with store.Transaction(conn):
+        return append(conn, type_, actor, data, **kwargs)
 
 
 def checkpoint_head(conn):
     """Sign the current head unless it is signed already; returns the head's checkpoint or None (empty log)."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
+    with store.Transaction(conn):
         head = conn.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
         done = None
         if head is not None:
             done = next((c for c in checkpoints.stored(conn) if c["seq"] == head["seq"]), None)
             if done is None:
                 done = checkpoints.record(conn, head["seq"], head["hash"])
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
     return done
 
 
