@@ -130,7 +130,7 @@ class ControlPlaneApp(AuditRoutes):
         raw = environ["wsgi.input"].read(length) if length else b""
         try:
             doc = json.loads(raw)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nesting deeper than the parser goes
             raise bad_request("the body is not valid JSON")
         if not isinstance(doc, dict):
             raise bad_request("the body must be a JSON object")

@@ -189,7 +189,13 @@ def verify(conn, keys=None):
     if keys is None:
         keys = checkpoints.public_keys(checkpoints.data_dir_of(conn))
     rows = conn.execute("SELECT * FROM audit ORDER BY seq")
-    return verify_events(rows, checkpoints.stored(conn), keys)
+    report = verify_events(rows, checkpoints.stored(conn), keys)
+    present = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'")}
+    missing = [name for name in store.AUDIT_TRIGGERS if name not in present]
+    if missing:
+        report.problems.insert(0, (0, "append-only triggers MISSING (%s): someone dropped them; the events "
+                                      "after the last signed checkpoint cannot be trusted" % ", ".join(missing)))
+    return report
 
 
 def export_lines(conn):

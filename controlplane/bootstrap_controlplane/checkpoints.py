@@ -35,6 +35,10 @@ TABLE = (
     "BEGIN SELECT RAISE(ABORT, 'audit checkpoints are append-only: UPDATE refused'); END",
     "CREATE TRIGGER IF NOT EXISTS audit_checkpoints_no_delete BEFORE DELETE ON audit_checkpoints "
     "BEGIN SELECT RAISE(ABORT, 'audit checkpoints are append-only: DELETE refused'); END",
+    # INSERT OR REPLACE would swap a checkpoint without firing the DELETE trigger.
+    "CREATE TRIGGER IF NOT EXISTS audit_checkpoints_append_only BEFORE INSERT ON audit_checkpoints "
+    "WHEN NEW.seq <= (SELECT COALESCE(MAX(seq), 0) FROM audit_checkpoints) "
+    "BEGIN SELECT RAISE(ABORT, 'audit checkpoints are append-only: an insert must come after the last'); END",
 )
 
 
@@ -67,7 +71,8 @@ def public_keys(data_dir):
     if not directory.is_dir():
         return []
     metas = [json.loads(p.read_text()) for p in directory.glob("*.json") if not p.name.startswith(".")]
-    return sorted(metas, key=lambda m: (m["created"], m["kid"]))
+    # Retired keys first: two keys made within the same second would otherwise sort by their random kid.
+    return sorted(metas, key=lambda m: (m["retired_at"] is None, m["created"], m["kid"]))
 
 
 def current_key(data_dir):

@@ -19,6 +19,9 @@ class CliError(Exception):
     pass
 
 
+CLIENT_TIMEOUT = 3  # seconds a client may pause while sending a request
+
+
 def _data_dir(path):
     data = Path(path)
     if not (data / CONFIG_NAME).is_file():
@@ -57,7 +60,10 @@ def cmd_serve(args):
     app = ControlPlaneApp(data, rate_limit=args.rate_limit, test_redeem_delay=args.test_redeem_delay)
     rotate_interval = (args.rotate_interval if args.rotate_interval is not None
                        else app.config.get("rotate_interval", keys.DEFAULT_ROTATE_INTERVAL))
-    server = wsgi.Server((host, int(port)), app, numthreads=args.threads, server_name="bootstrap-saas")
+    # A client that stops sending mid-request holds a worker thread until this socket timeout: keep
+    # it short so that a few stalled clients cannot starve the others for long (cheroot's default is 10 s).
+    server = wsgi.Server((host, int(port)), app, numthreads=args.threads, server_name="bootstrap-saas",
+                         timeout=CLIENT_TIMEOUT)
     server.ssl_adapter = BuiltinSSLAdapter(str(data / "server.pem"), str(data / "server-key.pem"))
     server.prepare()
     bound_host, bound_port = server.bind_addr[:2]

@@ -87,7 +87,18 @@ CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit
 BEGIN SELECT RAISE(ABORT, 'audit is append-only: UPDATE refused'); END;
 CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit
 BEGIN SELECT RAISE(ABORT, 'audit is append-only: DELETE refused'); END;
+-- INSERT OR REPLACE removes a conflicting row without firing the DELETE trigger, so an insert
+-- itself must extend the chain by exactly one: the next seq, the head's hash, a new id.
+CREATE TRIGGER IF NOT EXISTS audit_append_only BEFORE INSERT ON audit
+WHEN NEW.seq IS NOT (SELECT COALESCE(MAX(seq), 0) + 1 FROM audit)
+  OR NEW.prev_hash IS NOT COALESCE((SELECT hash FROM audit ORDER BY seq DESC LIMIT 1), printf('%064d', 0))
+  OR EXISTS (SELECT 1 FROM audit WHERE id = NEW.id)
+BEGIN SELECT RAISE(ABORT, 'audit is append-only: an insert must extend the chain'); END;
 """
+
+# verify reports a trail whose guards were dropped: rows after the last signed checkpoint are
+# protected by these alone.
+AUDIT_TRIGGERS = ("audit_no_update", "audit_no_delete", "audit_append_only")
 
 
 def connect(data_dir):

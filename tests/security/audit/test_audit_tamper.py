@@ -39,7 +39,7 @@ def pristine(tmp_path_factory):
                       make_event(run_id, "home_files", "task.completed", "dev", {"files": 1})]
             client.post("/v1/audit/events", {"events": events}, bearer=answer["run_token"])
             done = client.post("/v1/audit/events", {"events": [make_event(run_id, "audit_event", "run.finished",
-                                                                           run_id, {"files": 1})]},
+                                                                          run_id, {"files": 1})]},
                                bearer=answer["run_token"])
             assert done["checkpoint"]["seq"] == done["events"][0]["seq"]
             if number == 0:
@@ -54,7 +54,7 @@ def pristine(tmp_path_factory):
 
 @pytest.fixture
 def copy(pristine, tmp_path):
-    source, _ = pristine
+    source, dummy = pristine
     data = tmp_path / "data"
     shutil.copytree(source.data_dir, data)
     return ControlPlane(data)
@@ -201,3 +201,34 @@ def test_an_export_verifies_on_its_own_and_shows_its_own_tampering(copy, tmp_pat
     export.write_text("\n".join(json.dumps(r) for r in records) + "\n")
     code, out = run_cli("audit", "verify", "--file", export)
     assert code == 1 and "BROKEN" not in out and "checkpoint at seq" in out and "no longer matches" in out, out
+
+
+def test_insert_or_replace_cannot_rewrite_or_drop_rows_while_the_triggers_stand(copy):
+    """REPLACE deletes a conflicting row without firing DELETE triggers; the INSERT trigger refuses it."""
+    db = sqlite3.connect(str(copy.db_path))
+    db.row_factory = sqlite3.Row
+    head = dict(db.execute("SELECT * FROM audit ORDER BY seq DESC LIMIT 1").fetchone())
+    third = dict(db.execute("SELECT * FROM audit WHERE seq=3").fetchone())
+    columns = ", ".join(third)
+    marks = ", ".join("?" for dummy in third)
+    rewritten = dict(third, actor="legit")
+    # the next seq and the head's hash, but another row's id: REPLACE would delete that row
+    stealing = dict(third, seq=head["seq"] + 1, prev_hash=head["hash"])
+    for row in (rewritten, stealing):
+        with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+            db.execute("INSERT OR REPLACE INTO audit (%s) VALUES (%s)" % (columns, marks), list(row.values()))
+    assert dict(db.execute("SELECT * FROM audit WHERE seq=3").fetchone()) == third
+    assert db.execute("SELECT MAX(seq) FROM audit").fetchone()[0] == head["seq"]
+    checkpoint = dict(db.execute("SELECT * FROM audit_checkpoints ORDER BY seq LIMIT 1").fetchone())
+    with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+        db.execute("INSERT OR REPLACE INTO audit_checkpoints (seq, hash, time, kid, signature) VALUES (?, ?, ?, ?, ?)",
+                   (checkpoint["seq"], "0" * 64, checkpoint["time"], checkpoint["kid"], checkpoint["signature"]))
+    code, out = verify(copy)
+    assert code == 0, out
+
+
+def test_dropped_append_only_triggers_are_reported(copy):
+    """Rows after the last checkpoint are guarded by the triggers alone; verify says when they are gone."""
+    attack(copy, "DROP TRIGGER audit_append_only")
+    code, out = verify(copy)
+    assert code == 1 and "append-only triggers MISSING (audit_no_update, audit_no_delete, audit_append_only)" in out, out
