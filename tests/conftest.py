@@ -8,7 +8,9 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-COLLECTIONS = REPO / ".build" / "collections"
+# A checkout that already sits at ansible_collections/NAMESPACE/NAME (ansible-test's copy) is used in place.
+IN_PLACE = REPO.parent.parent.name == "ansible_collections"
+COLLECTIONS = REPO.parents[2] if IN_PLACE else REPO / ".build" / "collections"
 LINK = COLLECTIONS / "ansible_collections" / "bootstrap_saas" / "provisioning"
 
 
@@ -21,7 +23,8 @@ def _link_collection():
     LINK.symlink_to(REPO)
 
 
-_link_collection()
+if not IN_PLACE:
+    _link_collection()
 sys.path.insert(0, str(COLLECTIONS))
 sys.path.insert(0, str(REPO / "tests"))
 os.environ["ANSIBLE_COLLECTIONS_PATH"] = str(COLLECTIONS)

@@ -59,13 +59,13 @@ def verify(request, tmp_path, cp):
         inventory.write_text("".join("host%d ansible_connection=local ansible_python_interpreter=%s\n"
                                      % (i, HOST_PYTHON) for i in range(hosts)))
         varfile = write_secret_vars(tmp_path / "vars.json", {"provisioning_token": token, "cp_url": cp.url,
-                                                              "cp_ca": str(cp.ca_path)})
+                                                             "cp_ca": str(cp.ca_path)})
         env = ansible_env(tmp_path)
         env["PATH"] = bindir + os.pathsep + env["PATH"]
         try:
             proc = subprocess.run([os.path.join(bindir, "ansible-playbook"), "-i", str(inventory), "-e", "@%s" % varfile,
                                    str(book)] + list(args), env=env, capture_output=True, text=True, timeout=240,
-                                  cwd=str(tmp_path))
+                                  cwd=str(tmp_path), check=False)
         finally:
             varfile.unlink()
         return proc, {p.stem: json.loads(p.read_text()) for p in results.glob("*.json")}

@@ -114,7 +114,7 @@ def test_the_spool_is_delivered_first_on_the_next_call(cp, state):
     assert [r["id"] for r in audit.spool_receipts] == [e["id"] for e in spooled]
     assert spool_lines(state) == []
     stored = [e for e in cp.audit() if e["run_id"] == run_id and e["type"] in ("file.written", "task.completed",
-                                                                             "run.finished")]
+                                                                               "run.finished")]
     assert [e["id"] for e in stored] == [e["id"] for e in spooled + batch]
     assert audit.deliver([]) == []  # nothing spooled, nothing to send
 
@@ -163,7 +163,7 @@ def test_rate_limit_is_retried_after_retry_after(tmp_path, state):
 
         audit = AuditClient(client, run_token, state, sleep=sleep)
         receipts = None
-        for _ in range(4):  # drain the bucket; the client waits as told and gets through
+        for dummy in range(4):  # drain the bucket; the client waits as told and gets through
             receipts = audit.deliver([make_event(run_id, "home_files", "task.completed", "dev")])
         assert receipts[0]["duplicate"] is True
         assert waits and all(w >= 1 for w in waits)

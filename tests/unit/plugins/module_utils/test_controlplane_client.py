@@ -35,6 +35,10 @@ def new_ca():
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "test CA")])
     cert = (_builder(name, name, key.public_key())
             .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+            .add_extension(x509.KeyUsage(digital_signature=False, content_commitment=False, key_encipherment=False,
+                                         data_encipherment=False, key_agreement=False, key_cert_sign=True,
+                                         crl_sign=True, encipher_only=False, decipher_only=False), critical=True)
             .sign(key, hashes.SHA256()))
     return key, cert
 
@@ -69,6 +73,8 @@ class FaultServer:
         leaf = (_builder(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, dns_name)]), ca.subject,
                          key.public_key())
                 .add_extension(x509.SubjectAlternativeName([x509.DNSName(dns_name)]), critical=False)
+                # Python 3.13 verifies strictly (VERIFY_X509_STRICT): a leaf must name its issuer's key.
+                .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
                 .sign(ca_key, hashes.SHA256()))
         cert_file, key_file = tmp_path / "leaf.pem", tmp_path / "leaf.key"
         cert_file.write_text(pem(leaf))

@@ -26,7 +26,7 @@ def rsa_jwk(key, kid, **extra):
 
 @pytest.fixture(scope="module")
 def keys():
-    return [rsa.generate_private_key(public_exponent=65537, key_size=2048) for _ in range(2)]
+    return [rsa.generate_private_key(public_exponent=65537, key_size=2048) for dummy in range(2)]
 
 
 class Clock:
@@ -57,7 +57,7 @@ def test_key_for_uses_the_cache(keys):
     cache = JwksCache(source, clock=Clock())
     first = cache.key_for("k1")
     assert first.public_numbers() == keys[0].public_key().public_numbers()
-    for _ in range(20):
+    for dummy in range(20):
         cache.key_for("k1")
     assert source.calls == 1
 
@@ -67,13 +67,13 @@ def test_unknown_kid_flood_is_one_refetch_per_interval(keys):
     source = Source({"keys": [rsa_jwk(keys[0], "k1")]})
     cache = JwksCache(source, min_refetch_interval=60, clock=clock)
     cache.key_for("k1")
-    for _ in range(200):
+    for dummy in range(200):
         with pytest.raises(JwksError) as e:
             cache.key_for(secrets.token_hex(8))
         assert e.value.reason == "unknown_key"
     assert source.calls == 1  # the first fetch was < 60 s ago: no refetch at all
     clock.now += 60
-    for _ in range(200):
+    for dummy in range(200):
         with pytest.raises(JwksError):
             cache.key_for(secrets.token_hex(8))
     assert source.calls == 2
@@ -96,7 +96,7 @@ def test_fetch_failure_fails_closed_and_is_rate_limited(keys):
     source = Source({"keys": [rsa_jwk(keys[0], "k1")]})
     source.error = OSError("connection refused")
     cache = JwksCache(source, min_refetch_interval=60, clock=clock)
-    for _ in range(10):
+    for dummy in range(10):
         with pytest.raises(JwksError) as e:
             cache.key_for("k1")
         assert e.value.reason == "unavailable"

@@ -53,8 +53,8 @@ PUBLIC_JWK_TEXT = json.dumps(JWKS["keys"][0]).encode()
 
 
 class Source:
-    def __init__(self, document=JWKS):
-        self.document = document
+    def __init__(self, document=None):
+        self.document = JWKS if document is None else document
         self.calls = 0
 
     def __call__(self):
@@ -260,7 +260,7 @@ def test_corpus_is_large_enough():
 
 def test_refusal_shows_fingerprint_not_token():
     token = make(c=claims(iat=NOW - 7200, nbf=NOW - 7200, exp=NOW - 3600))
-    cache, _ = fresh_cache()
+    cache, dummy = fresh_cache()
     with pytest.raises(TokenRefused) as e:
         verify_token(token, cache, PROVISION_TYP, ISSUER, PROVISION_AUDIENCE, now=NOW)
     fingerprint = hashlib.sha256(token.encode()).hexdigest()
@@ -319,7 +319,7 @@ def test_url_header_fields_are_never_fetched(listener, field):
 
 def test_url_header_fields_on_a_genuine_token_are_ignored(listener):
     token = make(h=header(jku=listener.url, x5u=listener.url, x5c=["MIIB"]))
-    cache, _ = fresh_cache()
+    cache, dummy = fresh_cache()
     assert verify_token(token, cache, PROVISION_TYP, ISSUER, PROVISION_AUDIENCE, now=NOW)["sub"] == "alice"
     time.sleep(0.2)
     assert listener.hits == []
@@ -330,7 +330,7 @@ def test_flood_of_unknown_kids_is_one_refetch():
     cache = JwksCache(source, min_refetch_interval=60, clock=lambda: 0.0)
     verify_token(make(), cache, PROVISION_TYP, ISSUER, PROVISION_AUDIENCE, now=NOW)
     assert source.calls == 1
-    for _ in range(100):
+    for dummy in range(100):
         with pytest.raises(TokenRefused) as e:
             verify_token(make(h=header(kid="k" + secrets.token_hex(8))), cache, PROVISION_TYP, ISSUER,
                          PROVISION_AUDIENCE, now=NOW)
@@ -341,7 +341,7 @@ def test_flood_of_unknown_kids_is_one_refetch():
 def test_unknown_kid_on_a_cold_cache_refetches_once():
     source = Source()
     cache = JwksCache(source, min_refetch_interval=60, clock=lambda: 0.0)
-    for _ in range(30):
+    for dummy in range(30):
         with pytest.raises(TokenRefused):
             verify_token(make(h=header(kid="k" + secrets.token_hex(8))), cache, PROVISION_TYP, ISSUER,
                          PROVISION_AUDIENCE, now=NOW)
@@ -358,7 +358,7 @@ def test_unknown_kid_on_a_cold_cache_refetches_once():
     ("max-ttl-exactly", {"exp": NOW + 86400}),
 ])
 def test_good_tokens_verify(label, c):
-    cache, _ = fresh_cache()
+    cache, dummy = fresh_cache()
     out = verify_token(make(c=claims(**c)), cache, PROVISION_TYP, ISSUER, PROVISION_AUDIENCE, now=NOW)
     assert out["sub"] == "alice" and out["profile"] == "dev"
 
@@ -366,7 +366,7 @@ def test_good_tokens_verify(label, c):
 def test_run_token_verifies_as_run_and_not_as_provision():
     run_claims = claims(aud=RUN_AUDIENCE, run="r-1")
     token = make(h=header(typ=RUN_TYP), c=run_claims)
-    cache, _ = fresh_cache()
+    cache, dummy = fresh_cache()
     assert verify_token(token, cache, RUN_TYP, ISSUER, RUN_AUDIENCE, now=NOW)["run"] == "r-1"
     with pytest.raises(TokenRefused) as e:
         verify_token(token, cache, PROVISION_TYP, ISSUER, PROVISION_AUDIENCE, now=NOW)
@@ -385,7 +385,7 @@ def test_tagged_string_subclass_is_accepted():
     class Tagged(str):
         pass
 
-    cache, _ = fresh_cache()
+    cache, dummy = fresh_cache()
     assert verify_token(Tagged(make()), cache, PROVISION_TYP, Tagged(ISSUER), Tagged(PROVISION_AUDIENCE), now=NOW)
 
 
@@ -394,13 +394,13 @@ def test_jwcrypto_token_verifies():
                                                      serialization.NoEncryption()))
     token = jwc_jwt.JWT(header={"alg": "RS256", "typ": PROVISION_TYP, "kid": "k1"}, claims=claims())
     token.make_signed_token(private)
-    cache, _ = fresh_cache()
+    cache, dummy = fresh_cache()
     assert verify_token(token.serialize(), cache, PROVISION_TYP, ISSUER, PROVISION_AUDIENCE, now=NOW)["sub"] == "alice"
 
 
 def test_pyjwt_token_verifies():
     token = pyjwt.encode(claims(), KEY, algorithm="RS256", headers={"typ": PROVISION_TYP, "kid": "k1"})
-    cache, _ = fresh_cache()
+    cache, dummy = fresh_cache()
     assert verify_token(token, cache, PROVISION_TYP, ISSUER, PROVISION_AUDIENCE, now=NOW)["sub"] == "alice"
 
 

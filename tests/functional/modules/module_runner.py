@@ -64,7 +64,7 @@ class ModuleRunner:
         if diff:
             cmd.append("--diff")
         proc = subprocess.run(cmd, env=self.env, capture_output=True, text=True, timeout=MODULE_TIMEOUT,
-                              cwd=str(self.workdir))
+                              cwd=str(self.workdir), check=False)
         output = proc.stdout + proc.stderr
         for line in proc.stdout.splitlines():
             if line.startswith("RESULT "):

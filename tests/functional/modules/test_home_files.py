@@ -46,7 +46,7 @@ def test_writes_the_profile_and_audits_every_entry(controlplane, account, run_mo
     assert result["changed"] is True
     home = account.home
     assert [f["path"] for f in result["files"]] == ["~/.zshrc", "~/.config/git/config", "~/.local/bin/hello",
-                                                   "~/.ssh/id_ed25519"]
+                                                    "~/.ssh/id_ed25519"]
     assert all(f["changed"] and f["owner"] == account.name for f in result["files"])
     assert result["files"][3] == {"path": "~/.ssh/id_ed25519", "dest": str(home / ".ssh/id_ed25519"),
                                   "mode": "0600", "owner": account.name, "changed": True}
@@ -99,7 +99,7 @@ def test_any_refused_entry_writes_nothing(controlplane, account, run_module):
     events = events_of(controlplane, run_id)
     denied = [e for e in events if e["type"] == "file.denied"]
     assert sorted(e["data"]["rule"] for e in denied) == ["absolute-path", "credential-missing", "mode",
-                                                        "reserved-agent-state"]
+                                                         "reserved-agent-state"]
     assert [e["type"] for e in events].count("task.failed") == 1
 
 
