@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Build an AWX survey spec from the role's meta/argument_specs.yml.
 
     python3 extensions/awx/survey.py > survey_spec.json

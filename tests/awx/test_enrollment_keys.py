@@ -91,7 +91,7 @@ def test_an_unknown_or_altered_key_is_unauthorized(stack):
 
 
 def test_an_enrollment_key_opens_nothing_but_minting(stack):
-    key, _ = new_key(stack)
+    key, dummy = new_key(stack)
     with pytest.raises(ControlPlaneError) as caught:
         client(stack).put("/v1/profiles/dev", sample_manifest(), bearer=key)
     assert caught.value.status == 401

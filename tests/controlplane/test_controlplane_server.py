@@ -95,7 +95,7 @@ def run(cp):
     """A freshly redeemed token: (provisioning token, machine secret hash, redeem answer)."""
     token = cp.mint("dev", "alice")
     h = secret_hash()
-    status, body, _ = redeem(cp, token, h)
+    status, body, dummy = redeem(cp, token, h)
     assert status == 200, body
     return token, h, body
 
@@ -103,7 +103,10 @@ def run(cp):
 def test_init_layout_and_modes(tmp_path):
     plane = ControlPlane(tmp_path / "data").init(issuer="acme")
     d = plane.data_dir
-    mode = lambda p: stat.S_IMODE(os.stat(p).st_mode)  # noqa: E731
+
+    def mode(p):
+        return stat.S_IMODE(os.stat(p).st_mode)
+
     assert mode(d) == 0o700
     for secret in ["admin.key", "ca-key.pem", "server-key.pem", "controlplane.db", "config.json"]:
         assert mode(d / secret) == 0o600, secret
@@ -122,7 +125,7 @@ def test_init_layout_and_modes(tmp_path):
 
 
 def test_jwks_shape(cp):
-    status, body, _ = api(cp, "GET", "/.well-known/jwks.json")
+    status, body, dummy = api(cp, "GET", "/.well-known/jwks.json")
     assert status == 200
     (key,) = body["keys"]
     assert set(key) == {"kty", "alg", "use", "kid", "n", "e"}
@@ -136,15 +139,15 @@ def test_mint_over_api_and_validate_manifest(cp):
     assert code_of(api(cp, "POST", "/v1/tokens", {"profile": "nope", "user": "alice"}, bearer=cp.admin_key)) == "not_found"
     assert api(cp, "POST", "/v1/tokens", {"profile": "dev", "user": "alice", "ttl": 86401},
                bearer=cp.admin_key)[0] == 400
-    status, minted, _ = api(cp, "POST", "/v1/tokens", {"profile": "dev", "user": "alice", "ttl": 600},
-                            bearer=cp.admin_key)
+    status, minted, dummy = api(cp, "POST", "/v1/tokens", {"profile": "dev", "user": "alice", "ttl": 600},
+                                bearer=cp.admin_key)
     assert status == 201
     assert minted["fingerprint"] == hashlib.sha256(minted["token"].encode()).hexdigest()
     assert abs(minted["expires_at"] - (time.time() + 600)) < 5
     header = jwt.get_unverified_header(minted["token"])
     assert header["typ"] == "bs-provision+jwt" and header["alg"] == "RS256"
 
-    status, body, _ = api(cp, "POST", "/v1/tokens/validate", {"token": minted["token"]})
+    status, body, dummy = api(cp, "POST", "/v1/tokens/validate", {"token": minted["token"]})
     assert status == 200, body
     assert (body["valid"], body["status"], body["profile"], body["user"]) == (True, "unused", "dev", "alice")
     assert body["fingerprint"] == minted["fingerprint"] and body["expires_at"] == minted["expires_at"]
@@ -187,7 +190,7 @@ def test_redeem_once_then_already_redeemed(cp, run):
     assert run_claims["run"] == body["run_id"] and run_claims["aud"] == "bootstrap-saas:run"
     assert run_claims["exp"] == prov_claims["exp"] + 3600 == body["run_token_expires_at"]
 
-    status, refused, _ = redeem(cp, token, secret_hash(), machine_id="m2")
+    status, refused, dummy = redeem(cp, token, secret_hash(), machine_id="m2")
     assert (status, refused["error"]["code"]) == (409, "already_redeemed")
     fp = hashlib.sha256(token.encode()).hexdigest()
     assert token not in refused["error"]["message"]
@@ -213,7 +216,7 @@ def test_jwe_envelope_decrypts_with_jwcrypto(cp, run):
 
 def test_repeat_with_same_machine_secret_returns_same_run(cp, run):
     token, h, first = run
-    status, again, _ = redeem(cp, token, h)
+    status, again, dummy = redeem(cp, token, h)
     assert status == 200, again
     assert again["repeat"] is True and again["run_id"] == first["run_id"]
     assert again["run_token"] != first["run_token"]
@@ -235,7 +238,7 @@ def test_concurrent_redeems_have_exactly_one_winner(cp):
 def test_missing_credential_consumes_nothing(cp):
     cp.set_profile("needs-cred", {"files": [{"path": "~/.ssh/k", "mode": "0600", "credential": "absent"}]})
     token = cp.mint("needs-cred", "alice")
-    status, body, _ = redeem(cp, token, secret_hash())
+    status, body, dummy = redeem(cp, token, secret_hash())
     assert (status, body["error"]["code"]) == (404, "not_found")
     assert "absent" in body["error"]["message"] and "nothing was consumed" in body["error"]["message"]
     assert api(cp, "POST", "/v1/tokens/validate", {"token": token})[1]["status"] == "unused"
@@ -248,7 +251,7 @@ def test_expired_token_refused_before_the_database(cp):
     for path in ("/v1/tokens/validate", "/v1/tokens/redeem"):
         body = {"token": expired} if path.endswith("validate") else {
             "token": expired, "machine": {"id": "x", "hostname": "x"}, "machine_secret_hash": secret_hash()}
-        status, answer, _ = api(cp, "POST", path, body)
+        status, answer, dummy = api(cp, "POST", path, body)
         assert (status, answer["error"]["code"]) == (401, "token_expired"), answer
         assert "expired at" in answer["error"]["message"]
 
@@ -267,10 +270,10 @@ def test_expired_minted_token_with_zero_leeway(tmp_path):
 
 
 def test_token_signed_by_another_key_is_invalid(cp):
-    kid, _ = signing_key(cp)
+    kid, dummy = signing_key(cp)
     stranger = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     for token in (forge(stranger, kid), forge(stranger, "unknown-kid"), forge("a" * 32, kid, alg="HS256")):
-        status, body, _ = api(cp, "POST", "/v1/tokens/validate", {"token": token})
+        status, body, dummy = api(cp, "POST", "/v1/tokens/validate", {"token": token})
         assert (status, body["error"]["code"]) == (401, "token_invalid"), body
     assert code_of(api(cp, "POST", "/v1/tokens/validate", {"token": "not.a.jwt"})) == "token_malformed"
     assert api(cp, "POST", "/v1/tokens/validate", {"token": "x" * 9000})[0] == 413
@@ -290,10 +293,10 @@ def test_audience_issuer_and_lifetime_checks(cp):
 
 def test_token_types_cannot_be_swapped(cp, run):
     token, h, body = run
-    status, answer, _ = redeem(cp, body["run_token"], h)
+    status, answer, dummy = redeem(cp, body["run_token"], h)
     assert (status, answer["error"]["code"]) == (401, "token_wrong_type")
     event = {"id": secrets.token_hex(16), "type": "task.completed", "run_id": body["run_id"], "data": {}}
-    status, answer, _ = api(cp, "POST", "/v1/audit/events", {"events": [event]}, bearer=token)
+    status, answer, dummy = api(cp, "POST", "/v1/audit/events", {"events": [event]}, bearer=token)
     assert (status, answer["error"]["code"]) == (401, "token_wrong_type")
 
 
@@ -302,11 +305,11 @@ def test_audit_events_duplicates_and_run_finished(cp, run):
     run_token, run_id = body["run_token"], body["run_id"]
     ev = {"id": secrets.token_hex(16), "type": "file.written", "run_id": run_id, "task": "home_files",
           "subject": "~/.zshrc", "data": {"sha256": "ab" * 32, "mode": "0644"}}
-    status, first, _ = api(cp, "POST", "/v1/audit/events", {"events": [ev]}, bearer=run_token)
+    status, first, dummy = api(cp, "POST", "/v1/audit/events", {"events": [ev]}, bearer=run_token)
     assert status == 200, first
     (ack,) = first["events"]
     assert ack["duplicate"] is False and ack["id"] == ev["id"] and len(ack["hash"]) == 64
-    status, again, _ = api(cp, "POST", "/v1/audit/events", {"events": [ev]}, bearer=run_token)
+    status, again, dummy = api(cp, "POST", "/v1/audit/events", {"events": [ev]}, bearer=run_token)
     assert status == 200 and again["events"] == [dict(ack, duplicate=True)]
     changed = dict(ev, data={"sha256": "cd" * 32, "mode": "0644"})
     assert code_of(api(cp, "POST", "/v1/audit/events", {"events": [changed]}, bearer=run_token)) == "duplicate_event_id"
@@ -317,7 +320,7 @@ def test_audit_events_duplicates_and_run_finished(cp, run):
     assert len(stored) == 1 and stored[0]["actor"] == "m1/host-m1" and stored[0]["client_address"] == "127.0.0.1"
 
     # Credentials: own 200, another user's 403, unknown 404.
-    status, cred, _ = api(cp, "GET", "/v1/credentials/ssh_key", bearer=run_token)
+    status, cred, dummy = api(cp, "GET", "/v1/credentials/ssh_key", bearer=run_token)
     assert status == 200 and cred["envelope"] == body["credentials"]["ssh_key"]
     assert code_of(api(cp, "GET", "/v1/credentials/bob_only", bearer=run_token)) == "forbidden"
     assert code_of(api(cp, "GET", "/v1/credentials/nothing", bearer=run_token)) == "not_found"
@@ -331,7 +334,7 @@ def test_audit_events_duplicates_and_run_finished(cp, run):
     fin = {"id": secrets.token_hex(16), "type": "run.finished", "run_id": run_id, "task": "audit_event",
            "subject": "", "data": {"written": 1}}
     assert api(cp, "POST", "/v1/audit/events", {"events": [fin]}, bearer=run_token)[0] == 200
-    status, gone, _ = api(cp, "POST", "/v1/audit/events", {"events": [ev]}, bearer=run_token)
+    status, gone, dummy = api(cp, "POST", "/v1/audit/events", {"events": [ev]}, bearer=run_token)
     assert (status, gone["error"]["code"]) == (410, "gone")
     assert api(cp, "GET", "/v1/credentials/ssh_key", bearer=run_token)[0] == 410
     assert api(cp, "POST", "/v1/tokens/validate", {"token": token})[1]["status"] == "finished"
@@ -350,11 +353,11 @@ def test_profile_schema_is_strict_but_paths_are_not_filtered(cp):
     for manifest in bad:
         result = cp.cli("profile", "set", "--data", str(cp.data_dir), "bad", _write(cp, manifest), check=False)
         assert result.returncode != 0, manifest
-        status, body, _ = api(cp, "PUT", "/v1/profiles/bad", manifest, bearer=cp.admin_key)
+        status, body, dummy = api(cp, "PUT", "/v1/profiles/bad", manifest, bearer=cp.admin_key)
         assert (status, body["error"]["code"]) == (400, "bad_request"), manifest
     hostile = {"files": [{"path": "/etc/passwd", "mode": "0644", "content": "x"},
                          {"path": "~/.config/bootstrap-saas/run.json", "mode": "0600", "content": "{}"}]}
-    status, body, _ = api(cp, "PUT", "/v1/profiles/hostile", hostile, bearer=cp.admin_key)
+    status, body, dummy = api(cp, "PUT", "/v1/profiles/hostile", hostile, bearer=cp.admin_key)
     assert (status, body) == (200, {"name": "hostile", "version": 1})
     assert api(cp, "PUT", "/v1/profiles/hostile", hostile)[0] == 401
     yaml_file = cp.data_dir.parent / "p.yaml"
@@ -375,7 +378,7 @@ def _write(cp, manifest):
 def test_audit_is_append_only_and_verify_names_the_broken_seq(tmp_path):
     plane = ControlPlane(tmp_path / "data").init()
     plane.set_profile("dev", {"files": []})
-    for _ in range(3):
+    for dummy in range(3):
         plane.mint("dev", "alice")
     ok = plane.audit_verify()
     assert ok.returncode == 0 and "audit chain OK: 4 events" in ok.stdout
@@ -422,7 +425,7 @@ def test_rate_limit_answers_429_with_retry_after(tmp_path):
     plane = ControlPlane(tmp_path / "data").init()
     with plane:
         plane.start("--rate-limit", "2")
-        answers = [api(plane, "GET", "/.well-known/jwks.json") for _ in range(8)]
+        answers = [api(plane, "GET", "/.well-known/jwks.json") for dummy in range(8)]
         limited = [a for a in answers if a[0] == 429]
         assert limited and limited[0][1]["error"]["code"] == "rate_limited"
         assert int(limited[0][2]["Retry-After"]) >= 1

@@ -28,7 +28,7 @@ def test_stalled_request_bodies_release_their_threads_within_seconds(cp):
     context = ssl.create_default_context(cafile=str(cp.ca_path))
     host, port = cp.url.rsplit("/", 1)[1].split(":")
     stalled = []
-    for _ in range(8):  # twice as many as the server has threads
+    for dummy in range(8):  # twice as many as the server has threads
         raw = socket.create_connection((host, int(port)), timeout=5)
         conn = context.wrap_socket(raw, server_hostname=host)
         conn.sendall(b"POST /v1/tokens/validate HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{")

@@ -23,7 +23,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(REPO / "tests"))
-import conftest  # noqa: E402,F401  (links the checkout as the collection, as the tests do)
+import conftest  # noqa: E402,F401  (links the checkout as the collection, as the tests do) pylint: disable=unused-import
 from helpers.controlplane import STOP_TIMEOUT, ControlPlane  # noqa: E402
 from helpers.stack import CP_USER, Stack  # noqa: E402
 
@@ -54,7 +54,7 @@ def up(state_dir, profiles):
     state_dir.mkdir(mode=0o700, parents=True)
     stack = Stack(state_dir)
     for spec in profiles:
-        name, _, manifest = spec.partition("=")
+        name, dummy, manifest = spec.partition("=")
         stack.cp.set_profile(name, yaml.safe_load(Path(manifest).read_text()))
     state = {
         "url": stack.cp.url,

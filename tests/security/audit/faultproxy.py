@@ -55,7 +55,7 @@ class Proxy:
 
     def serve_control(self, sock):
         while True:
-            conn, _ = sock.accept()
+            conn, dummy = sock.accept()
             with conn:
                 line = conn.makefile("rb").readline()
                 conn.sendall(json.dumps(self.command(json.loads(line))).encode() + b"\n")
@@ -64,7 +64,7 @@ class Proxy:
 
     def serve(self, sock):
         while True:
-            conn, _ = sock.accept()
+            conn, dummy = sock.accept()
             threading.Thread(target=self.handle, args=(conn,), daemon=True).start()
 
     def handle(self, raw):
@@ -131,12 +131,12 @@ def read_request(conn):
         if not chunk:
             raise ValueError("closed before the request head")
         data += chunk
-    head, _, body = data.partition(b"\r\n\r\n")
+    head, dummy, body = data.partition(b"\r\n\r\n")
     lines = head.decode("latin-1").split("\r\n")
-    method, path, _ = lines[0].split(" ", 2)
+    method, path, dummy = lines[0].split(" ", 2)
     length = 0
     for line in lines[1:]:
-        name, _, value = line.partition(":")
+        name, dummy, value = line.partition(":")
         if name.strip().lower() == "content-length":
             length = int(value.strip())
     while len(body) < length:

@@ -135,7 +135,8 @@ def test_faults_at_every_step_lose_nothing_and_record_nothing_twice(scenario):
     stored = collections.Counter((e["type"], e["run_id"], e["task"] or None, e["subject"]) for e in mine)
     print("\nfault injection: 4 runs (%s s); %d requests through the proxy (%s); events stored %d, expected %d, "
           "lost %d, duplicated %d; by type: %s" % (
-              "/".join("%.0f" % d for d in scenario["seen"]["durations"]), len(proxy_log), ", ".join("%s %d" % kv for kv in sorted(actions.items())), sum(stored.values()),
+              "/".join("%.0f" % d for d in scenario["seen"]["durations"]), len(proxy_log),
+              ", ".join("%s %d" % kv for kv in sorted(actions.items())), sum(stored.values()),
               sum(expected.values()), sum((expected - stored).values()), sum((stored - expected).values()),
               ", ".join("%s %d" % kv for kv in sorted(collections.Counter(e["type"] for e in mine).items()))))
     assert forwarded["/v1/tokens/validate"] == 4 and forwarded["/v1/tokens/redeem"] == 3

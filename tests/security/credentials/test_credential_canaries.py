@@ -46,7 +46,7 @@ def runs(tmp_path_factory):
     wrong_key = dict(key, k=secrets.token_urlsafe(32))
     elsewhere = tempfile.mkdtemp(prefix="bs-canary-elsewhere-")
     with contextlib.ExitStack() as users:
-        ok, wrong, tampered, blocked = (users.enter_context(ThrowawayUser("bs-canary")) for _ in range(4))
+        ok, wrong, tampered, blocked = (users.enter_context(ThrowawayUser("bs-canary")) for dummy in range(4))
         results = {"ok": run_playbook(work, stack.role_vars(stack.mint(), ok.name), "-vvvv")}
         results["wrong key"] = run_playbook(work, stack.role_vars(
             stack.mint(), wrong.name, bootstrap_agent_user_key=json.dumps({"keys": [wrong_key]})), "-vvvv")
@@ -112,7 +112,7 @@ def test_no_canary_in_any_file_on_the_host_but_the_destination(runs):
     roots = list(runs["homes"]) + ["/tmp", "/var/tmp", os.path.expanduser("~/.ansible")]
     stack = runs["stack"]
     # the scan finds what is there: the destination and the user's own key file hold the canaries
-    found = {path for path, _ in leaks_in_files(roots, runs["forms"], runs["since"])}
+    found = {path for path, dummy in leaks_in_files(roots, runs["forms"], runs["since"])}
     assert {str(runs["destination"]), str(stack.user_key_file)} <= found
     # the ansible local and remote temp dirs are below the work dir, so below /tmp
     assert str(runs["work"]).startswith(tempfile.gettempdir())

@@ -38,9 +38,9 @@ def test_jwcrypto_envelopes_decrypt_with_the_lookup_in_a_real_playbook(tmp_path)
     envelopes = {"ssh_key": jwcrypto_envelope(old, "ssh_key", VALUES["ssh_key"]),
                  "api_token": jwcrypto_envelope(new, "api_token", VALUES["api_token"], version=7)}
     out = tmp_path / "values.json"
-    tasks = [{"ansible.builtin.copy": {"dest": str(out), "content":
-              "{{ query('%s', 'ssh_key', 'api_token', envelopes=envelopes, user='alice', user_key_file=key_file) "
-              "| to_json }}" % LOOKUP}}]
+    tasks = [{"ansible.builtin.copy": {"dest": str(out), "content": (
+        "{{ query('%s', 'ssh_key', 'api_token', envelopes=envelopes, user='alice', user_key_file=key_file) "
+        "| to_json }}" % LOOKUP)}}]
     proc = run_play(tmp_path, local_play(tasks), {"envelopes": envelopes, "key_file": str(key_file)})
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
     assert json.loads(out.read_text()) == [VALUES["ssh_key"], VALUES["api_token"]]

@@ -69,10 +69,10 @@ def test_rotate_key_re_encrypts_on_the_client_and_the_lookup_reads_old_and_new_b
     assert stat.S_IMODE(os.stat(key_file).st_mode) == 0o600
     after = latest(cp, "alice")
     for name in ("ssh_key", "api_token"):
-        version, kid_column, header, _ = after[name]
+        version, kid_column, header, dummy = after[name]
         assert version == before[name][0] + 1 and kid_column == new_kid
         assert (header["kid"], header["bs_name"], header["bs_user"], header["bs_ver"]) == (new_kid, name, "alice",
-                                                                                          version)
+                                                                                           version)
     assert latest(cp, "bob") == bob_before
     assert "now under key %s: api_token v2, ssh_key v2" % new_kid in done.stdout
     # only ciphertext reached the store; nothing secret in the audit trail or in what the CLI printed
@@ -97,11 +97,11 @@ def test_rotate_key_re_encrypts_on_the_client_and_the_lookup_reads_old_and_new_b
         new_only.write_text(json.dumps({"keys": key_material[:1]}))
         fetched, offline = tmp_path / "fetched.json", tmp_path / "offline.txt"
         tasks = [
-            {"name": "fetched, ring of old and new", "ansible.builtin.copy": {"dest": str(fetched), "content":
+            {"name": "fetched, ring of old and new", "ansible.builtin.copy": {"dest": str(fetched), "content": (
                 "{{ query('%s', 'ssh_key', 'api_token', url=url, ca_path=ca, run_token=run_token, user='alice', "
-                "user_key_file=ring) | to_json }}" % LOOKUP}},
-            {"name": "old envelope, ring of old and new", "ansible.builtin.copy": {"dest": str(offline), "content":
-                lookup_expr("ssh_key", envelope="old_envelope", user="'alice'", user_key_file="ring")}},
+                "user_key_file=ring) | to_json }}" % LOOKUP)}},
+            {"name": "old envelope, ring of old and new", "ansible.builtin.copy": {"dest": str(offline), "content": (
+                lookup_expr("ssh_key", envelope="old_envelope", user="'alice'", user_key_file="ring"))}},
             {"name": "new key alone, old envelope", "ignore_errors": True, "ansible.builtin.debug": {
                 "msg": lookup_expr("ssh_key", envelope="old_envelope", user_key_file="new_only")}},
         ]
@@ -127,7 +127,7 @@ def test_rotate_key_to_a_new_key_file(world):
     assert len(kids(new_file)) == 1 and new_kid not in kids(key_file)
     assert stat.S_IMODE(os.stat(new_file).st_mode) == 0o600
     after = latest(cp, "alice")
-    assert {n: (v, h["kid"]) for n, (v, _, h, _) in after.items()} == {
+    assert {n: (v, h["kid"]) for n, (v, dummy, h, dummy) in after.items()} == {
         n: (before[n][0] + 1, new_kid) for n in before}
     ring = envelope.parse_user_keys(new_file.read_text())
     assert envelope.decrypt(ring, after["api_token"][3], "api_token", "alice") == API.encode()

@@ -67,7 +67,7 @@ def expected_reason(text, ring, name, user):
     if kid not in ring:
         return "unknown_kid"
     try:
-        iv, _, tag = (canonical_b64u(s) for s in segments[2:])
+        iv, dummy, tag = (canonical_b64u(s) for s in segments[2:])
     except ValueError:
         return "malformed"
     if len(iv) != 12 or len(tag) != 16:
@@ -182,7 +182,7 @@ def test_moved_rewritten_and_wrongly_keyed_envelopes_fail_through_the_real_looku
     ]
     out = tmp_path / "genuine.txt"
     tasks = []
-    for label, term, options, _ in cases:
+    for label, term, options, dummy in cases:
         task = {"name": label, "ansible.builtin.copy": {"content": lookup_expr(term, **options), "dest": str(out)}}
         if label != "genuine":
             task["ignore_errors"] = True

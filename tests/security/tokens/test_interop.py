@@ -56,7 +56,7 @@ def register(cp, token, kid, claims):
 
 
 def test_jwcrypto_token_with_the_control_planes_key_is_accepted_by_both_sides(cp):
-    kid, _ = _kit.signing_key(cp)
+    kid, dummy = _kit.signing_key(cp)
     private = jwk.JWK.from_pem((cp.data_dir / "keys" / ("%s.pem" % kid)).read_bytes())
     now = int(time.time())
     claims = {"iss": ISSUER, "aud": PROVISION_AUD, "sub": "alice", "jti": uuid.uuid4().hex, "iat": now,

@@ -34,4 +34,3 @@ def test_rate_limit_from_config_answers_429_with_retry_after_and_lets_through_af
         assert len(refused) == 2
         time.sleep(wait + 0.1)
         assert _kit.api(cp, "GET", "/.well-known/jwks.json").status == 200
-

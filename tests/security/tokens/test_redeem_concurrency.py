@@ -34,7 +34,7 @@ def cp(tmp_path_factory):
 def race(cp, token, run):
     """50 redeems of one token, each with its own machine and secret, released at the same instant."""
     context = _kit.tls_context(cp)
-    connections = [_kit.connection(cp, context) for _ in range(PARALLEL)]
+    connections = [_kit.connection(cp, context) for dummy in range(PARALLEL)]
     for conn in connections:
         conn.connect()  # TLS handshakes before the start line, so that the requests really overlap
     barrier = threading.Barrier(PARALLEL)

@@ -26,7 +26,8 @@ class CallbackModule(CallbackBase):
         if result._task.name != "Verify the provisioning token":
             return
         done = subprocess.run([os.environ["BS_TEST_ROTATE_CLI"], "keys", "rotate", "--data",
-                               os.environ["BS_TEST_ROTATE_DATA"]], capture_output=True, text=True, timeout=60)
+                               os.environ["BS_TEST_ROTATE_DATA"]], capture_output=True, text=True, timeout=60,
+                              check=False)
         with open(os.environ["BS_TEST_ROTATE_LOG"], "a") as log:
             log.write(json.dumps({"after": result._task.name, "rc": done.returncode,
                                   "verified_kid": result._result.get("kid"), "out": done.stdout}) + "\n")
