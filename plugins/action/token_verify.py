@@ -86,6 +86,13 @@ class ActionModule(ActionBase):
         token = str(args["token"]).strip()
         url = str(args["url"]).strip().rstrip("/")
         ca_pem = _read_ca(str(args["ca_path"])) if args["ca_path"] else None
+        if not token:
+            # An unset variable, not a malformed token: say so rather than fingerprint the empty string.
+            result.update(changed=False, failed=True, reason="missing",
+                          msg="no token given: the token option is empty (with the bootstrap_agent role, set "
+                              "bootstrap_agent_token or bootstrap_agent_enrollment_key, or BOOTSTRAP_SAAS_TOKEN "
+                              "or BOOTSTRAP_SAAS_ENROLLMENT_KEY in the controller's environment)")
+            return result
         fingerprint = token_fingerprint(token)
         result.update(changed=False, fingerprint=fingerprint)
 

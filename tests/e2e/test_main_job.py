@@ -8,7 +8,7 @@ import pytest
 
 from helpers.controlplane import ControlPlane
 from helpers.stack import CP_USER, sample_manifest
-from helpers.e2e import SNAPSHOT_ROOTS, ThrowawayUser, run_playbook, snapshot, snapshot_diff, tree
+from helpers.e2e import SNAPSHOT_ROOTS, ThrowawayUser, ansible_env, run_playbook, snapshot, snapshot_diff, tree
 
 AGENT_STATE = (".config", ".config/bootstrap-saas")
 PAYLOAD = "bs-canary-root::0:0::/:/bin/sh\n"
@@ -202,3 +202,13 @@ def test_check_mode_consumes_nothing_and_writes_nothing(stack, tmp_path):
         # and the token still works for real afterwards
         assert_ok(run_playbook(tmp_path, stack.role_vars(token, user.name)))
         assert (user.home / ".zshrc").is_file()
+
+
+def test_no_token_at_all_is_refused_by_name_before_anything_is_redeemed(stack, tmp_path):
+    with ThrowawayUser() as user:
+        home_before = tree(user.home)
+        variables = stack.role_vars("", user.name)
+        result = run_playbook(tmp_path, variables, env=dict(ansible_env(tmp_path), BOOTSTRAP_SAAS_TOKEN=""))
+        assert result.returncode != 0
+        assert "no token given" in result.stdout, result.stdout[-3000:]
+        assert tree(user.home) == home_before
