@@ -12,8 +12,12 @@ from .errors import bad_request
 from .tokens import check_name
 from .util import now_iso
 
-ENTRY_KEYS = {"path", "mode", "content", "content_base64", "credential"}
+ENTRY_KEYS = {"path", "mode", "content", "content_base64", "credential", "state", "manage", "backup",
+              "replace_symlink"}
 SOURCES = ("content", "content_base64", "credential")
+# How the collection writes an entry; kept in the stored profile and in the manifest.
+OPTION_VALUES = {"state": ("present", "absent"), "manage": ("file", "block", "merge"),
+                 "backup": (True, False), "replace_symlink": (True, False)}
 MODE_RE = re.compile(r"^[0-7]{3,4}$")
 DIFF_LIST_LIMIT = 100
 
@@ -42,17 +46,36 @@ def normalise(manifest):
         if path in seen:
             raise bad_request(f"{where}: duplicate path {path!r}")
         seen.add(path)
+        options = {}
+        for key, values in OPTION_VALUES.items():
+            if key in entry:
+                if not any(entry[key] is v if isinstance(v, bool) else entry[key] == v for v in values):
+                    shown = ", ".join(str(v).lower() if isinstance(v, bool) else v for v in values)
+                    raise bad_request(f"{where} ({path}): {key} must be one of {shown}")
+                options[key] = entry[key]
+        absent = options.get("state") == "absent"
         mode = entry.get("mode")
-        if not isinstance(mode, str) or not MODE_RE.match(mode):
+        if isinstance(mode, int) and not isinstance(mode, bool):
+            raise bad_request(f"{where} ({path}): mode must be a quoted octal string such as \"0644\", not the "
+                              f"integer {mode} (YAML reads an unquoted 0{mode:o} as {mode}; write \"{mode:04o}\")")
+        if not (absent and mode is None) and (not isinstance(mode, str) or not MODE_RE.match(mode)):
             raise bad_request(f"{where} ({path}): mode must be a quoted octal string such as \"0644\"")
         sources = [key for key in SOURCES if key in entry]
+        if absent:
+            if sources:
+                raise bad_request(f"{where} ({path}): an entry with state absent has no content")
+            item = {"path": path, **options}
+            if mode is not None:
+                item["mode"] = mode
+            out.append(item)
+            continue
         if len(sources) != 1:
             raise bad_request(f"{where} ({path}): exactly one of content, content_base64, credential is needed")
         source = sources[0]
         value = entry[source]
         if not isinstance(value, str):
             raise bad_request(f"{where} ({path}): {source} must be a string")
-        item = {"path": path, "mode": mode}
+        item = {"path": path, "mode": mode, **options}
         if source == "content":
             item["content_base64"] = base64.b64encode(value.encode("utf-8")).decode("ascii")
         elif source == "content_base64":
@@ -76,7 +99,8 @@ def content_sha256(entry):
 
 def manifest_of(files):
     """What validate answers: paths, modes and digests, never content."""
-    return [{"path": f["path"], "mode": f["mode"], "sha256": content_sha256(f), "credential": f.get("credential")}
+    return [dict({"path": f["path"], "mode": f.get("mode"), "sha256": content_sha256(f),
+                  "credential": f.get("credential")}, **{k: f[k] for k in OPTION_VALUES if k in f})
             for f in files]
 
 

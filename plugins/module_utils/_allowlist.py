@@ -197,6 +197,11 @@ def _narrowing(allowed):
     return tuple(result)
 
 
+def check_narrowing(allowed):
+    """Raise ``ValueError`` unless ``allowed`` is a valid narrowing of the fixed allowlist."""
+    _narrowing(allowed)
+
+
 def profile_path_parts(path, allowed=None):
     """``"~/.ssh/config"`` -> ``(".ssh", "config")``, or raise ``PathRefused``.
 

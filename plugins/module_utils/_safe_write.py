@@ -22,22 +22,27 @@ Write procedure (the point of this file):
    the way is refused (rule ``symlink``), anything else that is not a directory too (rule
    ``not-a-directory``): no symlink below the home is ever followed, and a directory swapped for
    a link after it was opened does not matter, since the held descriptor is used.
-2. The destination, if it exists, must be a regular file: a symlink is refused naming the link
-   (stow-style dotfiles are not replaced silently; rule ``symlink``), a directory or anything
-   else is refused (rule ``not-a-file``). Nothing is replaced then.
+2. The destination, if it exists, must be a regular file with one link: a symlink is refused
+   naming the link and its target (stow-style dotfiles are not replaced silently; rule
+   ``symlink``) unless the caller asks to replace the link itself (``replace_symlink``: the link
+   is renamed over, never followed); a directory or anything else is refused (rule
+   ``not-a-file``); a file with more than one hard link too (rule ``hard-link``: replacing it
+   would silently split it from its other names). Nothing is replaced then.
 3. If content and mode already match (and the owner is the account), nothing is written.
 4. A temporary file with a random name is created in the destination directory with
    ``O_CREAT|O_EXCL|O_NOFOLLOW`` mode 0600 (a planted name is never opened, another name is
    tried), written, fsync'd, given its final mode and owner on the descriptor, renamed over the
-   destination relative to the directory descriptor, and the directory is fsync'd. On any failure
-   the temporary file is removed; the destination is either the old file or the new one.
+   destination relative to the directory descriptor, and the directory is fsync'd. After the
+   rename the destination must be the very inode that was written (a temporary name swapped
+   meanwhile is reported, rule ``changed``). On any failure the temporary file is removed; the
+   destination is either the old file or the new one.
 5. When the process is root and the account is not, all of the above runs with the account's
    identity (supplementary groups, effective gid, effective uid; restored in reverse order), so
    the kernel enforces what the user could do anyway and everything created is owned by the user.
 
 Refusals raise ``WriteRefused`` (attributes ``path``, ``rule``, ``message``); operating-system
-errors on the way are reported the same way (rule ``permission`` for EACCES/EPERM, ``os-error``
-otherwise), naming the path.
+errors on the way are reported the same way (rule ``permission`` for EACCES/EPERM, ``changed``
+for a directory moved or removed meanwhile, ``os-error`` otherwise), naming the path.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -179,6 +184,11 @@ def _check_mode(path, mode):
 
 
 def _os_refusal(path, e):
+    if e.errno == errno.ENOENT:
+        # Every expected absence is handled where it can occur; this one means a directory that
+        # was open was moved or removed meanwhile (the user can do that at any time).
+        return WriteRefused(path, "changed", "a directory on the way to %s was moved or removed while it was "
+                            "being written; run again" % path)
     rule = "permission" if e.errno in (errno.EACCES, errno.EPERM) else "os-error"
     return WriteRefused(path, rule, e.strerror or str(e))
 
@@ -357,17 +367,23 @@ class HomeWriter:
                                 % (shown, _link_target(dir_fd, name)))
         return WriteRefused(shown, "not-a-directory", "%s exists and is not a directory" % shown)
 
-    def _entry_kind(self, dir_fd, name, shown):
-        """lstat of the destination: None if missing; refuse anything but a regular file."""
+    def _entry_kind(self, dir_fd, name, shown, replace_symlink=False):
+        """lstat of the destination: None if missing; refuse anything but a regular file with one
+        link (or, with ``replace_symlink``, a symlink, which is then replaced, never followed)."""
         try:
             st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
         except FileNotFoundError:
             return None
         if stat.S_ISLNK(st.st_mode):
+            if replace_symlink:
+                return st
             raise WriteRefused(shown, "symlink", "%s is a symlink to %s; it is not followed or replaced"
                                % (shown, _link_target(dir_fd, name)))
         if not stat.S_ISREG(st.st_mode):
             raise WriteRefused(shown, "not-a-file", "%s exists and is not a regular file" % shown)
+        if st.st_nlink > 1:
+            raise WriteRefused(shown, "hard-link", "%s has %d hard links; replacing it would split it from its "
+                               "other names, so it is left alone" % (shown, st.st_nlink))
         return st
 
     def _read_at(self, dir_fd, name, shown):
@@ -417,13 +433,40 @@ class HomeWriter:
             return None if found is None else (found[0], found[1])
         return self._run(shown, operation)
 
+    def existing(self, parts, replace_symlink=False):
+        """What is at the destination now, refusing what ``write`` would refuse: None if missing
+        (or a parent is), ``("file", content, permission bits)``, or, with ``replace_symlink``,
+        ``("symlink", target, None)``."""
+        parts = _check_parts(parts)
+        shown = display_path(parts)
+
+        def operation():
+            d = self._open_dir(parts[:-1], create=False)
+            if d is None:
+                return None
+            try:
+                st = self._entry_kind(d, parts[-1], shown, replace_symlink)
+                if st is None:
+                    return None
+                if stat.S_ISLNK(st.st_mode):
+                    return ("symlink", os.readlink(parts[-1], dir_fd=d), None)
+                found = self._read_at(d, parts[-1], shown)
+                if found is None or (found[2].st_dev, found[2].st_ino) != (st.st_dev, st.st_ino):
+                    raise WriteRefused(shown, "changed", "%s changed while it was being read" % shown)
+                return ("file", found[0], found[1])
+            finally:
+                os.close(d)
+        return self._run(shown, operation)
+
     def read(self, parts):
         """Content of the file, or None if it (or a parent) is missing."""
         state = self.file_state(parts)
         return None if state is None else state[0]
 
-    def write(self, parts, data, mode):
-        """Atomically make the file hold ``data`` with ``mode``; True if anything changed."""
+    def write(self, parts, data, mode, replace_symlink=False):
+        """Atomically make the file hold ``data`` with ``mode``; True if anything changed.
+
+        ``replace_symlink``: a symlink at the destination is replaced by the file (not followed)."""
         parts = _check_parts(parts)
         shown = display_path(parts)
         _check_mode(shown, mode)
@@ -435,20 +478,20 @@ class HomeWriter:
         def operation():
             d = self._open_dir(parts[:-1], create=True)
             try:
-                st = self._entry_kind(d, name, shown)
-                if (st is not None and stat.S_IMODE(st.st_mode) == mode and st.st_size == len(data)
-                        and st.st_uid == self._uid):
+                st = self._entry_kind(d, name, shown, replace_symlink)
+                if (st is not None and stat.S_ISREG(st.st_mode) and stat.S_IMODE(st.st_mode) == mode
+                        and st.st_size == len(data) and st.st_uid == self._uid):
                     found = self._read_at(d, name, shown)
                     if found is not None and found[0] == data and found[1] == mode \
                             and found[2].st_ino == st.st_ino:
                         return False
-                self._replace(d, name, shown, data, mode)
+                self._replace(d, name, shown, data, mode, replace_symlink)
                 return True
             finally:
                 os.close(d)
         return self._run(shown, operation)
 
-    def _replace(self, d, name, shown, data, mode):
+    def _replace(self, d, name, shown, data, mode, replace_symlink=False):
         for _attempt in range(_TEMP_ATTEMPTS):
             tmp = _temp_name()
             try:
@@ -463,20 +506,25 @@ class HomeWriter:
         else:
             raise WriteRefused(shown, "temp-name", "could not create a fresh temporary file")
         try:
-            try:
-                _write_all(fd, data)
-                os.fsync(fd)
-                os.fchmod(fd, mode)
-                self._own(fd)
-            finally:
-                os.close(fd)
+            _write_all(fd, data)
+            os.fsync(fd)
+            os.fchmod(fd, mode)
+            self._own(fd)
+            written = os.fstat(fd)
             # Checked again just before the rename: the destination must still not be a link or a
             # directory (a swap after this only means a link is replaced, never followed).
-            self._entry_kind(d, name, shown)
+            self._entry_kind(d, name, shown, replace_symlink)
             os.rename(tmp, name, src_dir_fd=d, dst_dir_fd=d)
             tmp = None
             os.fsync(d)
+            # The temporary name lives in a directory the user controls: if it was swapped for
+            # something else before the rename, say so rather than report a file that is not there.
+            now = os.stat(name, dir_fd=d, follow_symlinks=False)
+            if (now.st_dev, now.st_ino) != (written.st_dev, written.st_ino):
+                raise WriteRefused(shown, "changed", "%s was swapped for something else while it was being "
+                                   "written; nothing outside the home was touched, run again" % shown)
         finally:
+            os.close(fd)
             if tmp is not None:
                 try:
                     os.unlink(tmp, dir_fd=d)
@@ -525,8 +573,9 @@ class HomeWriter:
                 os.close(d)
         self._run(shown, operation)
 
-    def remove(self, parts):
-        """Remove the file; True if it existed. A symlink or a directory there is refused."""
+    def remove(self, parts, replace_symlink=False):
+        """Remove the file; True if it existed. A symlink (unless ``replace_symlink``: the link
+        itself is removed), a directory or a file with other hard links there is refused."""
         parts = _check_parts(parts)
         shown = display_path(parts)
 
@@ -535,7 +584,7 @@ class HomeWriter:
             if d is None:
                 return False
             try:
-                if self._entry_kind(d, parts[-1], shown) is None:
+                if self._entry_kind(d, parts[-1], shown, replace_symlink) is None:
                     return False
                 try:
                     os.unlink(parts[-1], dir_fd=d)
