@@ -166,7 +166,9 @@ manifest:
       type: str
   sample: [{"path": "~/.zshrc", "mode": "0644", "sha256": "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08", "credential": null}]
 reason:
-  description: Why the token was refused (for example V(expired), V(wrong_audience), V(unknown_key), V(missing) when no token was given, or the control plane's error code).
+  description:
+    - Why the token was refused, for example V(expired), V(wrong_audience), V(unknown_key), or the control plane's error code.
+    - V(missing) when no token was given at all.
   returned: failure
   type: str
   sample: expired

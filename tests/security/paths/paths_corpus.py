@@ -286,7 +286,7 @@ def layout_cases():
         Case("root-owned-ssh-dir", [dict(ak)], lambda h: h.dir(".ssh", 0o755, root=True),
              refused=[("~/.ssh/authorized_keys", "permission")], says=["the files before it were written"],
              kept=[".ssh"]),
-        Case("state-config-is-a-link", [dict(GOOD)], lambda h: move_config_to_trap(h),
+        Case("state-config-is-a-link", [dict(GOOD)], move_config_to_trap,
              failed="~/.config refused (symlink)", kept=[".config"]),
         Case("state-files-json-is-a-link", [dict(GOOD)],
              lambda h: h.link(".config/bootstrap-saas/files.json", h.trap / "etc" / "passwd"),
@@ -300,7 +300,7 @@ def layout_cases():
              lambda h: (h.file(".zshrc", b"old\n"), h.link(".config/bootstrap-saas/backups", h.trap / "open")),
              refused=[("~/.zshrc", "symlink")], says=["~/.config/bootstrap-saas/backups is a symlink"],
              kept=[".zshrc", ".config/bootstrap-saas/backups"]),
-        Case("home-is-a-link", [dict(GOOD)], lambda h: move_home_to_trap(h),
+        Case("home-is-a-link", [dict(GOOD)], move_home_to_trap,
              failed="(home-symlink)"),
     ]
     return cases

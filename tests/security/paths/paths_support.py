@@ -198,8 +198,8 @@ def run_home_files(workdir, items, as_user=False, check=False, diff=False, extra
         if line.startswith("RESULT "):
             result = json.loads(line[len("RESULT "):])["result"]
             return result.get("results", [result])
-    raise AssertionError("no result from ansible-playbook (rc %d):\n%s%s" % (proc.returncode, proc.stdout[-4000:],
-                                                                           proc.stderr[-4000:]))
+    raise AssertionError("no result from ansible-playbook (rc %d):\n%s%s"
+                         % (proc.returncode, proc.stdout[-4000:], proc.stderr[-4000:]))
 
 
 def system_problems(before, after):

@@ -36,7 +36,7 @@ def paths_cp(tmp_path_factory):
 @pytest.fixture(scope="module")
 def homes():
     with contextlib.ExitStack() as stack:
-        yield [stack.enter_context(ThrowawayUser(prefix="bs-pc")) for _ in range(HOMES)]
+        yield [stack.enter_context(ThrowawayUser(prefix="bs-pc")) for dummy in range(HOMES)]
 
 
 def test_the_corpus_is_big_enough_and_covers_every_category():
@@ -83,7 +83,7 @@ def run_batch(cp, pairs, trap_root, rtrap_root, workdir, as_user):
         prepared.append((case, user, trap, rtrap, run["run_id"], contents([user.home]), contents([trap, rtrap])))
     system_before = snapshot(["/etc", "/opt"])
     items = [dict({"user": case.user or user.name, "become": case.user is None},
-                  **({"allowed": case.allowed} if case.allowed else {})) for case, user, *_ in prepared]
+                  **({"allowed": case.allowed} if case.allowed else {})) for case, user, *dummy in prepared]
     results = run_home_files(workdir, items, as_user=as_user)
     system_after = snapshot(["/etc", "/opt"])
     problems = system_problems(system_before, system_after)

@@ -123,8 +123,8 @@ def test_merge_block_absent_dropped_backup_exact_check_and_diff(features_cp, tmp
         assert not second.get("failed"), second.get("msg")
         assert (home / ".ssh/authorized_keys").read_text() == (
             "# the user's own\n" + CONNECTING + "\n" + KEY2 + "\n" + KEY3 + "\n")
-        assert (home / ".bashrc").read_text() == (skel_bashrc + BEGIN + "\nexport A=2\n" + END + "\n"
-                                                 + "alias ll='ls -l'\n")
+        assert (home / ".bashrc").read_text() == (
+            skel_bashrc + BEGIN + "\nexport A=2\n" + END + "\n" + "alias ll='ls -l'\n")
         assert not (home / ".config/app/a.conf").exists()
         assert (home / ".config/app/b.conf").read_text() == "b = mine\n"
         removed = by_path(second, "removed")

@@ -100,8 +100,8 @@ def allowed_location(rel):
     return in_fixed_allowlist(parts) or any(d[:len(parts)] == parts for d in ALLOWED_DIRS)
 
 
-@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                                                   HealthCheck.too_slow])
+@settings(max_examples=500, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(raw=st.lists(entries, min_size=1, max_size=2), data=st.data())
 def test_every_write_lands_in_an_allowlisted_real_place_or_is_refused(target, raw, data):
     layout = data.draw(st.lists(st.tuples(st.sampled_from(positions_for(raw)), st.sampled_from(KINDS)), min_size=1,

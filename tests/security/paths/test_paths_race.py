@@ -111,7 +111,7 @@ def test_symlink_swaps_raced_from_a_second_process(race_cp, tmp_path, as_user):
             for _name, user, layout, race in layouts:
                 function, *args = race(layout)
                 racers.append(start_racer(user.pw, function, *args))
-            items = [{"user": user.name} for _ in range(REPEATS) for _name, user, _l, _r in layouts]
+            items = [{"user": user.name} for dummy in range(REPEATS) for _name, user, _l, _r in layouts]
             results = run_home_files(tmp_path, items, as_user=as_user)
         finally:
             for pid in racers:
@@ -130,7 +130,7 @@ def test_symlink_swaps_raced_from_a_second_process(race_cp, tmp_path, as_user):
                 for f in result["files"]:
                     assert f["dest"].startswith(str(user.home) + "/")
                 outcomes.setdefault(name, []).append("written")
-        assert set(outcomes) == {name for name, *_ in RACES}
+        assert set(outcomes) == {name for name, *dummy in RACES}
         # Whatever the agent left is in the home: every file below it resolves to a place below it
         # (links are the racers' own).
         for _name, user, _layout, _race in layouts:
