@@ -1,6 +1,7 @@
 """Every plugin of the collection resolves through Ansible's own loaders by its FQCN, from this collection,
 and its documentation parses (the way ansible-doc and ansible-playbook find them)."""
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,13 @@ ACTIONS = sorted(p.stem for p in (ROOT / "plugins" / "action").glob("*.py") if n
 def loaders():
     # tests/conftest.py points ANSIBLE_COLLECTIONS_PATH at this checkout; a no-op under ansible-test,
     # which has configured the collection loader already.
+    # In one pytest process with the other suites, ansible_collections may already be imported as a
+    # plain namespace package (through sys.path); the collection loader must own it to resolve FQCNs.
+    package = sys.modules.get("ansible_collections")
+    if package is not None and not type(getattr(package, "__loader__", None)).__module__.startswith(
+            "ansible.utils.collection_loader"):
+        for name in [m for m in sys.modules if m == "ansible_collections" or m.startswith("ansible_collections.")]:
+            del sys.modules[name]
     init_plugin_loader(os.environ["ANSIBLE_COLLECTIONS_PATH"].split(os.pathsep))
 
 
