@@ -47,6 +47,7 @@ for a directory moved or removed meanwhile, ``os-error`` otherwise), naming the 
 
 from __future__ import absolute_import, division, print_function
 
+import contextlib
 import errno
 import os
 import pwd
@@ -71,6 +72,8 @@ _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 _TEMP_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 _APPEND_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 _TEMP_ATTEMPTS = 8
+# Directory descriptors held for deferred_dir_sync() before they are synced early: far below open-file limits.
+_MAX_UNSYNCED_DIRS = 64
 
 
 class AccountRefused(Exception):
@@ -224,6 +227,7 @@ class HomeWriter:
         self._gid = account.pw_gid
         self._home_fd = None
         self._depth = 0
+        self._unsynced_dirs = None  # {(dev, ino): fd} inside deferred_dir_sync()
         euid = os.geteuid()
         if euid != 0 and euid != self._uid:
             raise AccountRefused(account.pw_name, "needs-root",
@@ -286,6 +290,7 @@ class HomeWriter:
     # lifecycle ----------------------------------------------------------------------------------
 
     def close(self):
+        self._sync_deferred_dirs()
         if self._home_fd is not None:
             os.close(self._home_fd)
             self._home_fd = None
@@ -301,6 +306,58 @@ class HomeWriter:
             self.close()
         except Exception:
             pass
+
+    # directory syncs ----------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def deferred_dir_sync(self):
+        """Within the block, each changed directory is fsync'd once, at the end, not after every entry.
+
+        A file's data is still fsync'd before its rename, so after a crash every file is the old or
+        the new one, never partial; only the renames of the block become durable together (a
+        profile of 1,000 files otherwise spends half its write time in directory fsyncs).
+        """
+        if self._unsynced_dirs is not None:
+            yield
+            return
+        self._unsynced_dirs = {}
+        try:
+            yield
+        except BaseException:
+            try:
+                self._sync_deferred_dirs()
+            except WriteRefused:
+                pass  # the error that ended the block is the one to report
+            finally:
+                self._unsynced_dirs = None
+            raise
+        try:
+            self._sync_deferred_dirs()
+        finally:
+            self._unsynced_dirs = None
+
+    def _sync_dir(self, fd):
+        if self._unsynced_dirs is None:
+            os.fsync(fd)
+            return
+        st = os.fstat(fd)
+        if (st.st_dev, st.st_ino) not in self._unsynced_dirs:
+            self._unsynced_dirs[(st.st_dev, st.st_ino)] = os.dup(fd)
+            if len(self._unsynced_dirs) >= _MAX_UNSYNCED_DIRS:
+                self._sync_deferred_dirs()
+
+    def _sync_deferred_dirs(self):
+        pending, self._unsynced_dirs = self._unsynced_dirs, ({} if self._unsynced_dirs is not None else None)
+        error = None
+        for fd in (pending or {}).values():
+            try:
+                os.fsync(fd)
+            except OSError as e:
+                error = error or e
+            finally:
+                os.close(fd)
+        if error is not None:
+            raise _os_refusal(self.home, error)
 
     # walking ------------------------------------------------------------------------------------
 
@@ -335,7 +392,7 @@ class HomeWriter:
                     if created:
                         if stat.S_IMODE(os.fstat(fd).st_mode) != mode:
                             os.fchmod(fd, mode)
-                        os.fsync(parent)
+                        self._sync_dir(parent)
                 finally:
                     os.close(parent)
                 if create and i == 0 and name == ".ssh" and stat.S_IMODE(os.fstat(fd).st_mode) != 0o700:
@@ -516,7 +573,7 @@ class HomeWriter:
             self._entry_kind(d, name, shown, replace_symlink)
             os.rename(tmp, name, src_dir_fd=d, dst_dir_fd=d)
             tmp = None
-            os.fsync(d)
+            self._sync_dir(d)
             # The temporary name lives in a directory the user controls: if it was swapped for
             # something else before the rename, say so rather than report a file that is not there.
             now = os.stat(name, dir_fd=d, follow_symlinks=False)
@@ -568,7 +625,7 @@ class HomeWriter:
                 finally:
                     os.close(fd)
                 if not existed:
-                    os.fsync(d)
+                    self._sync_dir(d)
             finally:
                 os.close(d)
         self._run(shown, operation)
@@ -590,7 +647,7 @@ class HomeWriter:
                     os.unlink(parts[-1], dir_fd=d)
                 except FileNotFoundError:
                     return False
-                os.fsync(d)
+                self._sync_dir(d)
                 return True
             finally:
                 os.close(d)

@@ -684,33 +684,35 @@ def provision(module, writer, account):
 
     home = account.pw_dir
     files, removed, diffs, events = [], [], [], []
-    for entry in entries + dropped:
-        dest = os.path.join(home, *entry.parts)
-        backup = None
-        if entry.changed and not module.check_mode:
-            try:
-                backup = apply(writer, entry, stamp)
-            except WriteRefused as e:
-                # Only a change made between the inspection and the write gets here.
-                refusal = Refusal(entry.path, e.rule, e.message)
-                events.append(make_event(run["run_id"], TASK, "file.denied", entry.path, {"rule": e.rule}))
-                events.append(make_event(run["run_id"], TASK, "task.failed", run.get("profile_name"),
-                                         {"denied": 1, "rules": [e.rule]}))
-                msg = refusal_message([refusal], written=True) + " (the files before it were written)"
+    # The directories are synced once, when the loop ends: before the record is saved and the events are sent.
+    with writer.deferred_dir_sync():
+        for entry in entries + dropped:
+            dest = os.path.join(home, *entry.parts)
+            backup = None
+            if entry.changed and not module.check_mode:
                 try:
-                    audit.deliver(events)
-                except AuditUndelivered as e:
-                    msg = "%s; moreover %s" % (msg, e)
-                raise Failure(msg, changed=any(f["changed"] for f in files + removed),
-                              refused=refused_result([refusal]), files=files)
-        if not module.check_mode:
-            events.append(make_event(run["run_id"], TASK, event_type(entry), entry.path,
-                                     event_data(entry, owner, backup)))
-        if entry.kept:
-            module.warn("%s was dropped from the profile but is kept: %s" % (entry.path, entry.kept))
-        if entry.changed and module._diff:
-            diffs.append(diff_of(entry, dest))
-        (files if entry.dropped is None else removed).append(file_result(entry, dest, owner, backup))
+                    backup = apply(writer, entry, stamp)
+                except WriteRefused as e:
+                    # Only a change made between the inspection and the write gets here.
+                    refusal = Refusal(entry.path, e.rule, e.message)
+                    events.append(make_event(run["run_id"], TASK, "file.denied", entry.path, {"rule": e.rule}))
+                    events.append(make_event(run["run_id"], TASK, "task.failed", run.get("profile_name"),
+                                             {"denied": 1, "rules": [e.rule]}))
+                    msg = refusal_message([refusal], written=True) + " (the files before it were written)"
+                    try:
+                        audit.deliver(events)
+                    except AuditUndelivered as e:
+                        msg = "%s; moreover %s" % (msg, e)
+                    raise Failure(msg, changed=any(f["changed"] for f in files + removed),
+                                  refused=refused_result([refusal]), files=files)
+            if not module.check_mode:
+                events.append(make_event(run["run_id"], TASK, event_type(entry), entry.path,
+                                         event_data(entry, owner, backup)))
+            if entry.kept:
+                module.warn("%s was dropped from the profile but is kept: %s" % (entry.path, entry.kept))
+            if entry.changed and module._diff:
+                diffs.append(diff_of(entry, dest))
+            (files if entry.dropped is None else removed).append(file_result(entry, dest, owner, backup))
 
     result = {"changed": any(f["changed"] for f in files + removed), "files": files, "removed": removed}
     if module._diff:

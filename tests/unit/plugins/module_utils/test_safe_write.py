@@ -306,6 +306,56 @@ def test_planted_temp_name_is_never_opened(account, writer, trap, monkeypatch):
         assert f.read() == b"good key\n"
 
 
+def _fsync_spy(monkeypatch):
+    """Records what each real fsync was called on: ("dir" or "file", inode)."""
+    synced, real = [], os.fsync
+
+    def fsync(fd):
+        st = os.fstat(fd)
+        synced.append(("dir" if stat.S_ISDIR(st.st_mode) else "file", st.st_ino))
+        real(fd)
+    monkeypatch.setattr(_safe_write.os, "fsync", fsync)
+    return synced
+
+
+def test_deferred_dir_sync_syncs_each_directory_once_at_the_end(account, writer, monkeypatch):
+    synced = _fsync_spy(monkeypatch)
+    config_made = not os.path.exists(home_path(account, ".config"))
+    names = ["f%02d" % i for i in range(20)]
+    with writer.deferred_dir_sync():
+        for name in names:
+            assert writer.write((".config", "many", name), name.encode(), 0o644) is True
+        assert writer.remove((".config", "many", "f00")) is True
+        files_before_end = [s for s in synced if s[0] == "file"]
+        dirs_before_end = [s for s in synced if s[0] == "dir"]
+    many = os.stat(home_path(account, ".config", "many")).st_ino
+    config = os.stat(home_path(account, ".config")).st_ino
+    home = os.stat(account.pw_dir).st_ino
+    # Every file's data before its rename; each directory that changed (the parent of each one made,
+    # and the one renamed into) once, and only when the block ends.
+    assert len(files_before_end) == len(names)
+    assert dirs_before_end == []
+    expected = [config, many] + ([home] if config_made else [])
+    assert sorted(s[1] for s in synced if s[0] == "dir") == sorted(expected)
+    assert sorted(os.listdir(home_path(account, ".config", "many"))) == names[1:]
+    # Outside the block every rename is synced at once, as before.
+    del synced[:]
+    writer.write((".config", "many", "f01"), b"new", 0o644)
+    assert synced == [("file", os.stat(home_path(account, ".config", "many", "f01")).st_ino), ("dir", many)]
+
+
+def test_deferred_dir_sync_still_syncs_when_the_block_fails(account, writer, monkeypatch):
+    synced = _fsync_spy(monkeypatch)
+    with pytest.raises(WriteRefused) as info:
+        with writer.deferred_dir_sync():
+            writer.write((".config", "a", "one"), b"1", 0o644)
+            writer.write((".config", "a", "one", "below-a-file"), b"2", 0o644)
+    assert info.value.rule == "not-a-directory"
+    assert ("dir", os.stat(home_path(account, ".config", "a")).st_ino) in synced
+    assert writer.read((".config", "a", "one")) == b"1"
+    assert writer._unsynced_dirs is None
+
+
 def test_failed_write_leaves_old_content_and_no_temp_file(account, writer):
     # A real ENOSPC: a tiny tmpfs mounted on ~/.config/small.
     writer.write((".config", "small", "f"), b"old", 0o600)
