@@ -197,7 +197,8 @@ def test_check_mode_consumes_nothing_and_writes_nothing(stack, tmp_path):
         assert_ok(result)
         assert tree(user.home) == home_before
         # The preview comes from the manifest that token_verify returned: the files would change.
-        write_task = result.stdout.split("Write the profile into the allowlisted home paths", 1)[1].split("TASK [", 1)[0]
+        write_task = result.stdout.split("Write the profile into the allowlisted home paths", 1)[1]
+        write_task = write_task.split("TASK [", 1)[0]
         assert "changed: [" in write_task, result.stdout[-3000:]
         started = [e for e in stack.cp.audit() if e["type"] == "run.started"
                    and e["data"].get("fingerprint") == fingerprint]
