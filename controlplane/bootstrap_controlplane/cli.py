@@ -20,6 +20,7 @@ class CliError(Exception):
 
 
 CLIENT_TIMEOUT = 3  # seconds a client may pause while sending a request
+LISTEN_BACKLOG = 256  # connections the kernel queues before the server accepts them
 
 
 def _data_dir(path):
@@ -62,8 +63,10 @@ def cmd_serve(args):
                        else app.config.get("rotate_interval", keys.DEFAULT_ROTATE_INTERVAL))
     # A client that stops sending mid-request holds a worker thread until this socket timeout: keep
     # it short so that a few stalled clients cannot starve the others for long (cheroot's default is 10 s).
+    # The listen backlog: cheroot's default of 5 drops the SYNs of a burst of new connections (a fleet
+    # starting at once), and each dropped one waits a full second for its retransmission.
     server = wsgi.Server((host, int(port)), app, numthreads=args.threads, server_name="bootstrap-saas",
-                         timeout=CLIENT_TIMEOUT)
+                         timeout=CLIENT_TIMEOUT, request_queue_size=LISTEN_BACKLOG)
     server.ssl_adapter = BuiltinSSLAdapter(str(data / "server.pem"), str(data / "server-key.pem"))
     server.prepare()
     bound_host, bound_port = server.bind_addr[:2]

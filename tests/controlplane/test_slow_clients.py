@@ -1,6 +1,7 @@
-"""Clients that stop mid-request (slowloris) or send absurd JSON must not take the server down."""
+"""Clients that stop mid-request (slowloris), send absurd JSON or arrive all at once must not hurt the server."""
 import json
 import socket
+import threading
 import ssl
 import time
 import urllib.request
@@ -51,3 +52,31 @@ def test_json_nested_beyond_the_parser_is_a_400_not_a_500(cp):
         urllib.request.urlopen(request, context=context, timeout=15)
     assert refused.value.code == 400
     assert json.loads(refused.value.read())["error"]["code"] == "bad_request"
+
+
+def test_a_burst_of_new_connections_is_not_dropped(cp):
+    # A fleet that starts at once opens many connections together. With a short listen backlog the
+    # kernel drops the SYNs that do not fit and each of those clients waits a second (the SYN
+    # retransmission timeout) before it is even connected.
+    host, port = cp.url.rsplit("/", 1)[1].split(":")
+    clients = 64
+    ready = threading.Barrier(clients)
+    took, sockets, lock = [], [], threading.Lock()
+
+    def connect():
+        ready.wait()
+        started = time.monotonic()
+        conn = socket.create_connection((host, int(port)), timeout=10)
+        with lock:
+            took.append(time.monotonic() - started)
+            sockets.append(conn)
+
+    threads = [threading.Thread(target=connect) for _ in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for conn in sockets:
+        conn.close()
+    assert len(took) == clients
+    assert max(took) < 0.9, "slowest connect %.2f s: SYNs were dropped" % max(took)
