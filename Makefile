@@ -67,9 +67,10 @@ $(MOLECULE_STAMP): requirements.txt requirements-molecule.txt controlplane/pypro
 molecule: $(MOLECULE_STAMP)
 	PATH="$(CURDIR)/$(MOLECULE_VENV)/bin:$$PATH" sh extensions/molecule/run.sh
 
-# bench: the benchmarks under bench/, a table on stdout and JSON under bench/results/ (BENCH_QUICK=1: a smoke run)
+# bench: the benchmarks under bench/, a table on stdout and JSON under bench/results/
+# (BENCH_QUICK=1: a smoke run; BENCH_ONLY="control_plane fleet": those parts only)
 bench: $(STAMP)
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python bench/run_bench.py $(if $(BENCH_QUICK),--quick)
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python bench/run_bench.py $(if $(BENCH_QUICK),--quick) $(foreach part,$(BENCH_ONLY),--only $(part))
 
 clean:
 	rm -rf $(VENV) .build tests/output

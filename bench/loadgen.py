@@ -26,6 +26,14 @@ class Client:
         self.conn = None
         self.reconnects = -1
 
+    def connect(self):
+        """Open the connection (TCP and TLS handshake) now; returns the seconds it took."""
+        began = time.monotonic()
+        self.conn = http.client.HTTPSConnection(self.host, self.port, context=self.context, timeout=60)
+        self.conn.connect()
+        self.reconnects += 1
+        return time.monotonic() - began
+
     def request(self, method, path, body, bearer=None):
         payload = json.dumps(body).encode()
         headers = {"Content-Type": "application/json", "Content-Length": str(len(payload))}
@@ -55,7 +63,8 @@ class Client:
 
 
 def run_clients(job, context, work, handle):
-    """Run handle(client, item) over the items of work on job['clients'] threads; returns (seconds, results)."""
+    """Run handle(client, item) over the items of work on job['clients'] threads, each on a connection opened
+    beforehand; returns (seconds, results, reconnects, seconds of each first connect)."""
     items = queue.Queue()
     for item in work:
         items.put(item)
@@ -63,7 +72,11 @@ def run_clients(job, context, work, handle):
     clients = [Client(job["url"], context) for _ in range(job["clients"])]
     start = threading.Barrier(len(clients) + 1)
 
+    connects = []
+
     def worker(client):
+        # Keep-alive clients are connected before the clock starts: a handshake is not a request.
+        connects.append(client.connect())
         start.wait()
         local = []
         try:
@@ -90,7 +103,7 @@ def run_clients(job, context, work, handle):
     elapsed = time.monotonic() - began
     if errors:
         raise RuntimeError("client errors: %s" % "; ".join(errors[:5]))
-    return elapsed, results, sum(max(c.reconnects, 0) for c in clients)
+    return elapsed, results, sum(max(c.reconnects, 0) for c in clients), connects
 
 
 def percentile(values, fraction):
@@ -109,7 +122,7 @@ def main():
             raise RuntimeError("mint answered %d" % status)
         return json.loads(data)["token"]
 
-    mint_seconds, tokens, _ = run_clients(job, context, range(job["tokens"] + job["audit_runs"]), mint)
+    mint_seconds, tokens, _, _ = run_clients(job, context, range(job["tokens"] + job["audit_runs"]), mint)
     audit_tokens, tokens = tokens[:job["audit_runs"]], tokens[job["audit_runs"]:]
 
     # Each token once from its own machine, plus duplicate attempts from other machines, shuffled in.
@@ -127,7 +140,7 @@ def main():
         code = json.loads(data).get("error", {}).get("code") if status != 200 else None
         return hashlib.sha256(token.encode()).hexdigest(), status, code, latency
 
-    redeem_seconds, redeemed, reconnects = run_clients(job, context, attempts, redeem)
+    redeem_seconds, redeemed, reconnects, connects = run_clients(job, context, attempts, redeem)
     wins = dict((hashlib.sha256(t.encode()).hexdigest(), 0) for t in tokens)
     for fp, status, _, _ in redeemed:
         wins[fp] = wins.get(fp, 0) + (status == 200)
@@ -163,7 +176,7 @@ def main():
         return time.monotonic() - began
 
     ingest_job = dict(job, clients=min(job["clients"], len(runs)))
-    ingest_seconds, ingested, _ = run_clients(ingest_job, context, batches, ingest)
+    ingest_seconds, ingested, _, _ = run_clients(ingest_job, context, batches, ingest)
 
     json.dump({
         "mint": {"tokens": len(tokens) + len(audit_tokens), "seconds": mint_seconds},
@@ -172,6 +185,7 @@ def main():
             "per_second": len(redeemed) / redeem_seconds,
             "p50_ms": 1000 * percentile(latencies, 0.50), "p99_ms": 1000 * percentile(latencies, 0.99),
             "max_ms": 1000 * max(latencies), "statuses": statuses, "reconnects": reconnects,
+            "connect_p50_ms": 1000 * percentile(connects, 0.50), "connect_max_ms": 1000 * max(connects),
             "tokens": len(tokens), "tokens_won_once": sum(1 for n in wins.values() if n == 1),
             "tokens_won_twice_or_more": sum(1 for n in wins.values() if n > 1),
             "tokens_never_won": sum(1 for n in wins.values() if n == 0),
