@@ -71,7 +71,7 @@ def test_a_burst_of_new_connections_is_not_dropped(cp):
             took.append(time.monotonic() - started)
             sockets.append(conn)
 
-    threads = [threading.Thread(target=connect) for _ in range(clients)]
+    threads = [threading.Thread(target=connect) for dummy in range(clients)]
     for t in threads:
         t.start()
     for t in threads:
